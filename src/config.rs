@@ -1,0 +1,585 @@
+//! The configuration file (`mot.toml`): which roles this process runs, where Cassandra and the
+//! API live, and the topology (clusters, regions, the central region, routes).
+//!
+//! The topology is the single source of truth: nothing else invents a cluster or a topic name.
+//! Loading is two steps: serde refuses unknown fields and malformed names (with line and column),
+//! then [`Config::validate`] checks what serde cannot (references between sections, ranges) and
+//! names every bad field at once.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::topics::names::{ClusterName, RegionName, TopicBase, ZoneName};
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown field, or a malformed value.
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    /// The file parsed, but some fields are inconsistent or out of range.
+    #[error("{file}: invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+/// One bad field: where it is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Path of the field in the file, e.g. `regions[1].cluster`.
+    pub field: String,
+    /// What is wrong, and where it helps, how to fix it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// What this process runs.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// The HTTP API (service role).
+    #[serde(default)]
+    pub web: WebConfig,
+    /// The Cassandra cluster holding the projections (service and persistence roles).
+    pub cassandra: CassandraConfig,
+    /// Defaults for the topics mot creates.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Which region is central.
+    pub topology: TopologyConfig,
+    /// Every Kafka cluster, one per datacenter.
+    pub clusters: Vec<ClusterConfig>,
+    /// Every region mot deploys to or hears from.
+    pub regions: Vec<RegionConfig>,
+    /// How topics travel between clusters.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A role this process can run; see the three layers in DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The central HTTP API: validates requests, produces them to region topics, reads Cassandra.
+    Service,
+    /// The agents beside each region's scheduler.
+    Regional,
+    /// The archival agents that fold every region's news into Cassandra.
+    Persistence,
+}
+
+/// `[node]`: what this process runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Roles to run. A local run starts all three; a real deployment runs each where it belongs.
+    #[serde(default = "NodeConfig::default_roles")]
+    pub roles: Vec<Role>,
+    /// Regions whose regional layer this process hosts; empty means every region.
+    #[serde(default)]
+    pub regions: Vec<RegionName>,
+    /// Upper bound on a graceful shutdown: drain, store offsets, flush, then exit.
+    #[serde(default = "NodeConfig::default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl NodeConfig {
+    fn default_roles() -> Vec<Role> {
+        vec![Role::Service, Role::Regional, Role::Persistence]
+    }
+    fn default_shutdown_timeout_secs() -> u64 {
+        30
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            roles: Self::default_roles(),
+            regions: Vec::new(),
+            shutdown_timeout_secs: Self::default_shutdown_timeout_secs(),
+        }
+    }
+}
+
+/// `[web]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address the API listens on; port 0 picks a free port (tests).
+    #[serde(default = "WebConfig::default_listen")]
+    pub listen: String,
+}
+
+impl WebConfig {
+    fn default_listen() -> String {
+        "127.0.0.1:8080".to_owned()
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: Self::default_listen(),
+        }
+    }
+}
+
+/// `[cassandra]`: where the projections live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CassandraConfig {
+    /// `host:port` of one or more nodes.
+    pub contact_points: Vec<String>,
+    /// Keyspace of mot's tables; `mot migrate` creates it.
+    pub keyspace: String,
+    /// Datacenter the keyspace is replicated in (NetworkTopologyStrategy) and the driver prefers.
+    #[serde(default = "CassandraConfig::default_datacenter")]
+    pub datacenter: String,
+    /// Replicas in that datacenter.
+    #[serde(default = "CassandraConfig::default_replication_factor")]
+    pub replication_factor: u32,
+    /// How long one request may take before the driver gives up.
+    #[serde(default = "CassandraConfig::default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+impl CassandraConfig {
+    fn default_datacenter() -> String {
+        "datacenter1".to_owned()
+    }
+    fn default_replication_factor() -> u32 {
+        3
+    }
+    fn default_request_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+/// `[kafka]`: defaults for the topics mot creates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Partitions per topic.
+    #[serde(default = "KafkaConfig::default_partitions")]
+    pub partitions: i32,
+    /// Replicas per partition.
+    #[serde(default = "KafkaConfig::default_replication_factor")]
+    pub replication_factor: i32,
+}
+
+impl KafkaConfig {
+    fn default_partitions() -> i32 {
+        6
+    }
+    fn default_replication_factor() -> i32 {
+        3
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            partitions: Self::default_partitions(),
+            replication_factor: Self::default_replication_factor(),
+        }
+    }
+}
+
+/// `[topology]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// The central region: its cluster carries requests out and the regions' news in.
+    pub central: RegionName,
+}
+
+/// `[[clusters]]`: one Kafka cluster in one datacenter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The datacenter's name.
+    pub name: ClusterName,
+    /// `host:port` of its brokers.
+    pub bootstrap: Vec<String>,
+    /// Extra librdkafka client properties (security settings); values never printed.
+    #[serde(default, skip_serializing)]
+    pub client: std::collections::BTreeMap<String, String>,
+}
+
+impl ClusterConfig {
+    /// The `bootstrap.servers` value.
+    pub fn bootstrap_servers(&self) -> String {
+        self.bootstrap.join(",")
+    }
+}
+
+/// `[[regions]]`: a region with its home cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// `<env>-<place>`.
+    pub name: RegionName,
+    /// The Kafka cluster in the region's datacenter.
+    pub cluster: ClusterName,
+    /// Non-production regions receive central topics through this cluster, so that only one
+    /// link crosses the production | non-production boundary.
+    #[serde(default)]
+    pub pseudo_central: Option<ClusterName>,
+    /// Availability zones, each with its own scheduler.
+    #[serde(default)]
+    pub zones: Vec<ZoneName>,
+}
+
+/// Who carries a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Carrier {
+    /// mot's own localizer, running in the destination datacenter.
+    Mot,
+    /// An external MirrorMaker 2 that mot only expects.
+    Mirrormaker2,
+}
+
+/// `[[routes]]`: topics that travel from one cluster to another.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Source cluster.
+    pub from: ClusterName,
+    /// Destination cluster.
+    pub to: ClusterName,
+    /// Base names of the topics carried.
+    pub topics: Vec<TopicBase>,
+    /// Who carries them.
+    #[serde(default = "RouteConfig::default_carrier")]
+    pub carrier: Carrier,
+}
+
+impl RouteConfig {
+    fn default_carrier() -> Carrier {
+        Carrier::Mot
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`; every error names the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text`, reporting errors against `path`.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                file: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem serde could not see: references between sections, duplicates, ranges.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |field: String, problem: String| out.push(ConfigProblem { field, problem });
+
+        if self.node.roles.is_empty() {
+            bad(
+                "node.roles".into(),
+                "names no role; use service, regional and/or persistence".into(),
+            );
+        }
+        if self.node.shutdown_timeout_secs == 0 {
+            bad(
+                "node.shutdown_timeout_secs".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if let Err(e) = self.web.listen.parse::<SocketAddr>() {
+            bad(
+                "web.listen".into(),
+                format!("`{}` is not `ip:port`: {e}", self.web.listen),
+            );
+        }
+
+        let c = &self.cassandra;
+        if c.contact_points.is_empty() {
+            bad(
+                "cassandra.contact_points".into(),
+                "must name at least one `host:port`".into(),
+            );
+        }
+        for (i, point) in c.contact_points.iter().enumerate() {
+            if !is_host_port(point) {
+                bad(
+                    format!("cassandra.contact_points[{i}]"),
+                    format!("`{point}` is not `host:port`"),
+                );
+            }
+        }
+        if let Err(problem) = check_keyspace(&c.keyspace) {
+            bad("cassandra.keyspace".into(), problem);
+        }
+        if c.replication_factor == 0 {
+            bad(
+                "cassandra.replication_factor".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.kafka.partitions < 1 {
+            bad("kafka.partitions".into(), "must be at least 1".into());
+        }
+        if self.kafka.replication_factor < 1 {
+            bad(
+                "kafka.replication_factor".into(),
+                "must be at least 1".into(),
+            );
+        }
+
+        let mut clusters = BTreeSet::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            if !clusters.insert(&cluster.name) {
+                bad(
+                    format!("clusters[{i}].name"),
+                    format!("cluster `{}` is defined twice", cluster.name),
+                );
+            }
+            if cluster.bootstrap.is_empty() {
+                bad(
+                    format!("clusters[{i}].bootstrap"),
+                    "must name at least one `host:port`".into(),
+                );
+            }
+            for (j, server) in cluster.bootstrap.iter().enumerate() {
+                if !is_host_port(server) {
+                    bad(
+                        format!("clusters[{i}].bootstrap[{j}]"),
+                        format!("`{server}` is not `host:port`"),
+                    );
+                }
+            }
+        }
+        let known_clusters = || {
+            let names: Vec<_> = clusters.iter().map(|c| c.as_str()).collect();
+            names.join(", ")
+        };
+        let unknown = |name: &ClusterName| {
+            format!(
+                "unknown cluster `{name}` (clusters: {}); add it under [[clusters]]",
+                known_clusters()
+            )
+        };
+
+        let mut regions = BTreeSet::new();
+        for (i, region) in self.regions.iter().enumerate() {
+            if !regions.insert(&region.name) {
+                bad(
+                    format!("regions[{i}].name"),
+                    format!("region `{}` is defined twice", region.name),
+                );
+            }
+            if !clusters.contains(&region.cluster) {
+                bad(format!("regions[{i}].cluster"), unknown(&region.cluster));
+            }
+            if let Some(pseudo) = &region.pseudo_central {
+                if !clusters.contains(pseudo) {
+                    bad(format!("regions[{i}].pseudo_central"), unknown(pseudo));
+                } else if pseudo == &region.cluster {
+                    bad(
+                        format!("regions[{i}].pseudo_central"),
+                        "is the region's own cluster; name the cluster that relays central topics"
+                            .into(),
+                    );
+                }
+            }
+            let mut zones = BTreeSet::new();
+            for (j, zone) in region.zones.iter().enumerate() {
+                if !zones.insert(zone) {
+                    bad(
+                        format!("regions[{i}].zones[{j}]"),
+                        format!("zone `{zone}` is listed twice"),
+                    );
+                }
+            }
+        }
+        if !regions.contains(&self.topology.central) {
+            bad(
+                "topology.central".into(),
+                format!(
+                    "names `{}`, which is not under [[regions]]",
+                    self.topology.central
+                ),
+            );
+        }
+        for (i, region) in self.node.regions.iter().enumerate() {
+            if !regions.contains(region) {
+                bad(
+                    format!("node.regions[{i}]"),
+                    format!("region `{region}` is not under [[regions]]"),
+                );
+            }
+        }
+
+        for (i, route) in self.routes.iter().enumerate() {
+            if !clusters.contains(&route.from) {
+                bad(format!("routes[{i}].from"), unknown(&route.from));
+            }
+            if !clusters.contains(&route.to) {
+                bad(format!("routes[{i}].to"), unknown(&route.to));
+            }
+            if route.from == route.to {
+                bad(
+                    format!("routes[{i}].to"),
+                    "is the same cluster as `from`; a route joins two clusters".into(),
+                );
+            }
+            if route.topics.is_empty() {
+                bad(format!("routes[{i}].topics"), "names no topic".into());
+            }
+        }
+        out
+    }
+
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &ClusterName) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| &c.name == name)
+    }
+
+    /// The region named `name`.
+    pub fn region(&self, name: &RegionName) -> Option<&RegionConfig> {
+        self.regions.iter().find(|r| &r.name == name)
+    }
+
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.node.roles.contains(&role)
+    }
+}
+
+fn is_host_port(value: &str) -> bool {
+    match value.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// Cassandra keyspace names: a letter then letters, digits or `_`, at most 48 characters.
+fn check_keyspace(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !starts_with_letter
+        || name.len() > 48
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!(
+            "`{name}` is not a keyspace name: a lowercase letter, then lowercase letters, digits or `_`, at most 48 characters"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_toml() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dev/mot.toml")).unwrap()
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn dev_topology_loads() {
+        let config = load(&dev_toml()).unwrap();
+        assert_eq!(config.clusters.len(), 4);
+        assert_eq!(config.topology.central.as_str(), "production-us-east-1");
+        let test = config.region(&"test-us-east-1".parse().unwrap()).unwrap();
+        assert_eq!(
+            test.pseudo_central.as_ref().unwrap().as_str(),
+            "stage-us-east-1"
+        );
+    }
+
+    #[test]
+    fn unknown_cluster_is_refused_naming_file_and_field() {
+        let text = dev_toml().replace(
+            "cluster = \"test-us-east-1\"",
+            "cluster = \"test-us-east-9\"",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.starts_with("test.toml: "), "{err}");
+        assert!(
+            err.contains("regions[1].cluster: unknown cluster `test-us-east-9`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_line() {
+        let text = dev_toml().replace("[web]\n", "[web]\nlisten_port = 8080\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `listen_port`"), "{err}");
+        assert!(err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn malformed_region_name_is_refused_with_the_reason() {
+        let text = dev_toml().replace(
+            "name = \"production-us-west-2\"\ncluster",
+            "name = \"Production US\"\ncluster",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("region `Production US`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = dev_toml()
+            .replace(
+                "central = \"production-us-east-1\"",
+                "central = \"production-eu-west-1\"",
+            )
+            .replace("keyspace = \"mot\"", "keyspace = \"1mot\"");
+        let Err(ConfigError::Invalid { problems, .. }) = load(&text) else {
+            panic!("expected an invalid configuration");
+        };
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["cassandra.keyspace", "topology.central"]);
+    }
+}

@@ -1,0 +1,19 @@
+//! mot, the Ministry of Truth: deploy apps to many isolated datacenters with one API call, and see
+//! in one place what runs where.
+//!
+//! A map of the modules, in the order a deployment travels through them:
+//!
+//! - [`config`]: the configuration file: roles, Cassandra, and the topology (clusters, regions,
+//!   the central region, routes), validated so that a bad field is named;
+//! - [`topics`]: names that cannot be invalid, and the Kafka clients built from the topology;
+//! - [`web`]: the service layer's HTTP API (actix-web);
+//! - [`actors`]: the agents, each an actix actor supervised per region;
+//! - [`store`]: Cassandra: the shared session and the schema migrations;
+//! - [`daemon`]: `mot run`, the long-running process that starts the roles a config names.
+
+pub mod actors;
+pub mod config;
+pub mod daemon;
+pub mod store;
+pub mod topics;
+pub mod web;
