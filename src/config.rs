@@ -275,6 +275,25 @@ pub struct RouteConfig {
     /// Who carries them.
     #[serde(default = "RouteConfig::default_carrier")]
     pub carrier: Carrier,
+    /// Datacenter the carrier runs in; must be `to` (a carrier produces only to its own
+    /// datacenter). Defaults to `to`.
+    #[serde(default)]
+    pub runs_in: Option<ClusterName>,
+    /// How topics are named at the destination: `suffix` (regional topics gain
+    /// `.<env>-<region>`), or `identity` (names kept, as MirrorMaker 2's identity policy does).
+    #[serde(default)]
+    pub rename: Rename,
+}
+
+/// How a route names topics at its destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rename {
+    /// Regional topics arrive as `<base>.<env>-<region>`.
+    #[default]
+    Suffix,
+    /// Names are kept as they are.
+    Identity,
 }
 
 impl RouteConfig {
@@ -458,6 +477,11 @@ impl Config {
             }
             if !clusters.contains(&route.to) {
                 bad(format!("routes[{i}].to"), unknown(&route.to));
+            }
+            if let Some(runs_in) = &route.runs_in {
+                if !clusters.contains(runs_in) {
+                    bad(format!("routes[{i}].runs_in"), unknown(runs_in));
+                }
             }
             if route.from == route.to {
                 bad(

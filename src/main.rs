@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use mot::config::Config;
 use mot::store::{self, migrate};
+use mot::topics::topology::Topology;
+use mot::topics::{clients, mm2};
 
 #[derive(Parser)]
 #[command(
@@ -41,15 +43,66 @@ enum Command {
         #[command(subcommand)]
         command: TopologyCommand,
     },
+    /// Manage the Kafka topics the topology needs.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
 }
 
 #[derive(Subcommand)]
 enum TopologyCommand {
-    /// Exit 0 when the configuration and its topology are valid; otherwise name each problem.
+    /// Exit 0 when the topology keeps the three rules of Kafka etiquette and is complete;
+    /// otherwise print each problem with the rule it breaks and how to fix it.
     Check {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print every agent with the cluster and topic it reads and writes, and every route.
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Print MirrorMaker 2 properties for the routes carried by mirrormaker2.
+    Mm2 {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create on every cluster the topics the plan needs (partitions, replication, cleanup
+    /// policy from the config); safe to run twice.
+    Ensure {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+/// Loads the config and refuses a topology that breaks the etiquette or is incomplete.
+fn checked_topology(path: &std::path::Path) -> anyhow::Result<Topology> {
+    let config = Config::load(path)?;
+    let topology = Topology::new(&config);
+    let problems = topology.check();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::bail!(
+            "{}: the topology has {} problem(s):\n{}",
+            path.display(),
+            problems.len(),
+            list.join("\n")
+        );
+    }
+    Ok(topology)
 }
 
 fn main() -> ExitCode {
@@ -107,15 +160,71 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Topology {
             command: TopologyCommand::Check { config },
         } => {
-            let config = Config::load(&config)?;
+            let topology = checked_topology(&config)?;
+            let config = topology.config();
             println!(
-                "topology ok: {} clusters, {} regions, central {}, {} routes",
+                "topology ok: {} clusters, {} regions, central {}, {} routes ({} hops); the three rules hold",
                 config.clusters.len(),
                 config.regions.len(),
                 config.topology.central,
-                config.routes.len()
+                config.routes.len(),
+                topology.routes().len()
             );
             Ok(())
+        }
+        Command::Topology {
+            command: TopologyCommand::Plan { config, format },
+        } => {
+            let topology = checked_topology(&config)?;
+            let plan = topology.plan();
+            match format {
+                Format::Table => print!("{}", plan.to_table()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
+            Ok(())
+        }
+        Command::Topology {
+            command: TopologyCommand::Mm2 { config },
+        } => {
+            let topology = checked_topology(&config)?;
+            match mm2::properties(&topology) {
+                Some(text) => print!("{text}"),
+                None => eprintln!(
+                    "no route of {} is carried by mirrormaker2",
+                    config.display()
+                ),
+            }
+            Ok(())
+        }
+        Command::Topics {
+            command: TopicsCommand::Ensure { config },
+        } => {
+            let topology = checked_topology(&config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                for cluster in &topology.config().clusters {
+                    let admin = topology
+                        .cluster_admin(&cluster.name)
+                        .expect("a cluster of this config");
+                    let report = clients::ensure_topics(&topology, &admin)
+                        .await
+                        .with_context(|| format!("cluster {}", cluster.name))?;
+                    println!(
+                        "{}: created {}, {} already there{}",
+                        cluster.name,
+                        report.created.len(),
+                        report.existing.len(),
+                        if report.created.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", report.created.join(", "))
+                        }
+                    );
+                }
+                Ok::<_, anyhow::Error>(())
+            })
         }
     }
 }

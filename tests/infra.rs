@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use mot::config::Config;
-use mot::topics::client_config;
+use mot::topics::clients::base_config as client_config;
 use mot::topics::names::ClusterName;
 
 fn cluster(config: &Config, name: &str) -> rdkafka::ClientConfig {

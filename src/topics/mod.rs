@@ -1,22 +1,11 @@
-//! Topic and cluster names, and the Kafka clients built from the topology.
+//! Topics, clusters and the Kafka etiquette: names that cannot be invalid, the catalog of topics
+//! mot knows, the topology (homes, routes, the plan of every flow, `mot topology check`), and the
+//! Kafka clients that can only be built the way the seed's rules allow.
 //!
-//! Everything that names a topic or points a client at a cluster goes through this module, so the
-//! seed's Kafka etiquette can be enforced in one place.
+//! Everything that names a topic or points a client at a cluster goes through this module.
 
+pub mod catalog;
+pub mod clients;
+pub mod mm2;
 pub mod names;
-
-use rdkafka::ClientConfig;
-
-use crate::config::ClusterConfig;
-
-/// The librdkafka settings shared by every client of `cluster`: its bootstrap servers and the
-/// extra client properties (security) the topology gives it.
-pub fn client_config(cluster: &ClusterConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", cluster.bootstrap_servers());
-    config.set("client.id", format!("mot-{}", cluster.name));
-    for (key, value) in &cluster.client {
-        config.set(key, value);
-    }
-    config
-}
+pub mod topology;

@@ -82,7 +82,7 @@ macro_rules! string_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -222,6 +222,109 @@ impl ZoneName {
     }
 }
 
+string_newtype!(
+    /// An application, e.g. `checkout-web`: safe as a record key, a scheduler id and a URL segment.
+    AppName
+);
+
+impl AppName {
+    /// At most 63 characters of `[a-z0-9-]`.
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        check_dashed("app", value, 63)?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// Kafka's own limit on topic names.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// A full topic name as it exists on a cluster.
+///
+/// mot builds these only through [`TopicName::local`], [`TopicName::to_region`] and
+/// [`TopicName::from_region`], so its own topics never contain `_` and carry `.` only as the
+/// regional suffix separator: no two of them collide in Kafka's metric names, and a suffixed name
+/// can be split back into its base and region. [`TopicName::parse`] checks a name given from
+/// outside against Kafka's rules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct TopicName(String);
+
+impl TopicName {
+    /// A topic that stays in its datacenter: the bare base name.
+    pub fn local(base: &TopicBase) -> Self {
+        Self(base.as_str().to_owned())
+    }
+
+    /// A central -> regional topic: `<base>-<env>-<region>`.
+    pub fn to_region(base: &TopicBase, region: &RegionName) -> Self {
+        Self(format!("{base}-{region}"))
+    }
+
+    /// A regional topic as it arrives in the central cluster: `<base>.<env>-<region>`.
+    pub fn from_region(base: &TopicBase, region: &RegionName) -> Self {
+        Self(format!("{base}.{region}"))
+    }
+
+    /// Splits a `<base>.<env>-<region>` name back into its parts.
+    pub fn split_from_region(&self) -> Option<(TopicBase, RegionName)> {
+        let (base, region) = self.0.split_once('.')?;
+        Some((
+            TopicBase::parse(base).ok()?,
+            RegionName::parse(region).ok()?,
+        ))
+    }
+
+    /// Checks any topic name against Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`,
+    /// not `.` or `..`.
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        if value.is_empty() || value == "." || value == ".." {
+            return Err(NameError::new(
+                "topic",
+                value,
+                "must not be empty, `.` or `..`",
+            ));
+        }
+        if value.len() > MAX_TOPIC_LEN {
+            return Err(NameError::new(
+                "topic",
+                value,
+                format!(
+                    "is {} characters long, Kafka allows at most {MAX_TOPIC_LEN}",
+                    value.len()
+                ),
+            ));
+        }
+        if let Some(c) = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(NameError::new(
+                "topic",
+                value,
+                format!("contains `{c}`; Kafka allows only letters, digits, `.`, `_` and `-`"),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl From<TopicName> for String {
+    fn from(name: TopicName) -> String {
+        name.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +356,27 @@ mod tests {
     }
 
     #[test]
+    fn topic_names_follow_the_seed() {
+        let base = TopicBase::parse("mot-deployment-launch-events").unwrap();
+        let region = RegionName::parse("test-us-east-1").unwrap();
+        assert_eq!(
+            TopicName::to_region(&base, &region).as_str(),
+            "mot-deployment-launch-events-test-us-east-1"
+        );
+        let state = TopicBase::parse("mot-deployment-state-change").unwrap();
+        let arrived = TopicName::from_region(&state, &region);
+        assert_eq!(
+            arrived.as_str(),
+            "mot-deployment-state-change.test-us-east-1"
+        );
+        assert_eq!(arrived.split_from_region(), Some((state.clone(), region)));
+        assert_eq!(
+            TopicName::local(&state).as_str(),
+            "mot-deployment-state-change"
+        );
+    }
+
+    #[test]
     fn names_deserialize_through_validation() {
         #[derive(Deserialize)]
         struct Holder {
@@ -263,5 +387,59 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("region `us east`"), "{err}");
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn region() -> impl Strategy<Value = RegionName> {
+            ("[a-z][a-z0-9]{0,9}", "[a-z0-9]{1,8}(-[a-z0-9]{1,8}){0,3}")
+                .prop_map(|(env, place)| RegionName::parse(&format!("{env}-{place}")).unwrap())
+        }
+
+        fn base() -> impl Strategy<Value = TopicBase> {
+            "[a-z0-9]{1,20}(-[a-z0-9]{1,20}){0,5}".prop_map(|b| TopicBase::parse(&b).unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn every_built_topic_name_is_valid_for_kafka(b in base(), r in region()) {
+                for name in [TopicName::local(&b), TopicName::to_region(&b, &r), TopicName::from_region(&b, &r)] {
+                    prop_assert!(TopicName::parse(name.as_str()).is_ok(), "{}", name);
+                    prop_assert!(name.as_str().len() <= MAX_TOPIC_LEN);
+                    // No `_`: never collides with a `.` name in Kafka's metric names.
+                    prop_assert!(!name.as_str().contains('_'));
+                }
+            }
+
+            #[test]
+            fn central_suffix_splits_back_into_base_and_region(b in base(), r in region()) {
+                let name = TopicName::from_region(&b, &r);
+                prop_assert_eq!(name.split_from_region(), Some((b, r)));
+            }
+
+            #[test]
+            fn suffixed_and_bare_names_never_meet(b in base(), b2 in base(), r in region()) {
+                let central = TopicName::from_region(&b, &r);
+                prop_assert_ne!(&central, &TopicName::to_region(&b2, &r));
+                prop_assert_ne!(&central, &TopicName::local(&b2));
+            }
+
+            #[test]
+            fn names_outside_the_charset_are_refused(s in "[a-z]{0,5}[^a-z0-9-][a-z]{0,5}") {
+                prop_assert!(RegionName::parse(&s).is_err());
+                prop_assert!(ClusterName::parse(&s).is_err());
+                prop_assert!(TopicBase::parse(&s).is_err());
+                prop_assert!(AppName::parse(&s).is_err());
+            }
+
+            #[test]
+            fn valid_names_round_trip(r in region()) {
+                prop_assert_eq!(RegionName::parse(r.as_str()), Ok(r.clone()));
+                let env = r.environment();
+                prop_assert_eq!(env.as_str(), r.as_str().split('-').next().unwrap());
+            }
+        }
     }
 }

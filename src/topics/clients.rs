@@ -1,0 +1,396 @@
+//! Kafka clients that keep the seed's etiquette by construction.
+//!
+//! - Rule 1: a [`HomeProducer`] is built only from a [`HomeCluster`], and a `HomeCluster` only by
+//!   the [`Topology`] for the datacenter a role runs in (the central one, a region's own, or a
+//!   localizer's destination). There is no constructor that takes an arbitrary cluster:
+//!
+//!   ```compile_fail
+//!   # let config = mot::config::Config::load("dev/mot.toml".as_ref()).unwrap();
+//!   // A producer for whatever cluster one likes: no such constructor exists.
+//!   let producer = mot::topics::clients::HomeProducer::new(&config.clusters[1]);
+//!   ```
+//!
+//!   ```compile_fail
+//!   # let config = mot::config::Config::load("dev/mot.toml".as_ref()).unwrap();
+//!   // Nor can a home be made up: its field is private to this module.
+//!   let home = mot::topics::clients::HomeCluster { cluster: config.clusters[1].clone() };
+//!   ```
+//!
+//!   The way that compiles asks the topology for the home of the role:
+//!
+//!   ```no_run
+//!   # let config = mot::config::Config::load("dev/mot.toml".as_ref()).unwrap();
+//!   let topology = mot::topics::topology::Topology::new(&config);
+//!   let producer = topology.central_home().producer().unwrap();
+//!   ```
+//!
+//! - Rule 2: a consumer of a foreign cluster is a [`ForeignSubscription`], built only by the
+//!   topology from a route (a localizer's source) or from a region's central -> regional path.
+//! - Rule 3: a foreign subscription holds a [`SuffixedTopic`], which can only be made from a base
+//!   name and a region, so it always carries the region's suffix.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use serde::Serialize;
+
+use super::catalog::{self, Flow, TopicSpec};
+use super::names::{ClusterName, RegionName, TopicBase, TopicName};
+use super::topology::{PlannedRoute, Topology};
+use crate::config::{ClusterConfig, RegionConfig};
+
+/// The cluster of the datacenter a role runs in: the only cluster it may produce to.
+#[derive(Debug, Clone)]
+pub struct HomeCluster {
+    cluster: ClusterConfig,
+}
+
+/// A producer to the home cluster: idempotent, `acks=all`.
+#[derive(Clone)]
+pub struct HomeProducer {
+    /// The home cluster's name, for logs and metrics.
+    pub cluster: ClusterName,
+    /// The rdkafka producer.
+    pub inner: FutureProducer,
+}
+
+impl HomeProducer {
+    fn new(cluster: &ClusterConfig) -> Result<Self, KafkaError> {
+        let inner = base_config(cluster)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()?;
+        Ok(Self {
+            cluster: cluster.name.clone(),
+            inner,
+        })
+    }
+}
+
+impl HomeCluster {
+    /// The cluster's name.
+    pub fn name(&self) -> &ClusterName {
+        &self.cluster.name
+    }
+
+    /// A producer to this cluster.
+    pub fn producer(&self) -> Result<HomeProducer, KafkaError> {
+        HomeProducer::new(&self.cluster)
+    }
+
+    /// A consumer of this cluster in consumer group `group`; see [`consumer_config`].
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+        consumer_config(&self.cluster, group).create()
+    }
+
+    /// Topic administration on this cluster.
+    pub fn admin(&self) -> ClusterAdmin {
+        ClusterAdmin {
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
+/// Topic administration (create, describe) on one cluster. It cannot produce records, so an
+/// operator tool may hold one for every cluster (`mot topics ensure`).
+#[derive(Debug, Clone)]
+pub struct ClusterAdmin {
+    cluster: ClusterConfig,
+}
+
+impl ClusterAdmin {
+    /// The cluster's name.
+    pub fn name(&self) -> &ClusterName {
+        &self.cluster.name
+    }
+
+    fn client(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+        base_config(&self.cluster).create()
+    }
+}
+
+/// A topic name that carries a region's suffix: `<base>-<env>-<region>` (central -> regional) or
+/// `<base>.<env>-<region>` (regional, arrived in the central cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SuffixedTopic {
+    name: TopicName,
+    region: RegionName,
+}
+
+impl SuffixedTopic {
+    /// `<base>-<env>-<region>`.
+    pub fn for_region(base: &TopicBase, region: &RegionName) -> Self {
+        Self {
+            name: TopicName::to_region(base, region),
+            region: region.clone(),
+        }
+    }
+
+    /// `<base>.<env>-<region>`.
+    pub fn from_region(base: &TopicBase, region: &RegionName) -> Self {
+        Self {
+            name: TopicName::from_region(base, region),
+            region: region.clone(),
+        }
+    }
+
+    /// The full name.
+    pub fn name(&self) -> &TopicName {
+        &self.name
+    }
+
+    /// The region the suffix names.
+    pub fn region(&self) -> &RegionName {
+        &self.region
+    }
+}
+
+/// What a foreign subscription reads, and why its name identifies where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForeignTopic {
+    /// A central -> regional topic, named for the region that reads it.
+    ForRegion(SuffixedTopic),
+    /// A topic a localizer mirrors home, where it lands under a suffixed name.
+    Mirrored {
+        /// Its name on the foreign cluster.
+        source: TopicName,
+        /// Its name at home.
+        lands_as: SuffixedTopic,
+    },
+}
+
+/// A consumer subscription to a cluster outside the consumer's datacenter, justified by the
+/// topology.
+#[derive(Debug, Clone)]
+pub struct ForeignSubscription {
+    cluster: ClusterConfig,
+    topic: ForeignTopic,
+    /// Why this foreign read is allowed.
+    pub justification: String,
+}
+
+impl ForeignSubscription {
+    /// The foreign cluster.
+    pub fn cluster(&self) -> &ClusterName {
+        &self.cluster.name
+    }
+
+    /// What it reads and how it is named.
+    pub fn topic(&self) -> &ForeignTopic {
+        &self.topic
+    }
+
+    /// The topic's name on the foreign cluster.
+    pub fn topic_to_read(&self) -> &TopicName {
+        match &self.topic {
+            ForeignTopic::ForRegion(t) => t.name(),
+            ForeignTopic::Mirrored { source, .. } => source,
+        }
+    }
+
+    /// A consumer of the foreign cluster in consumer group `group`; see [`consumer_config`].
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+        consumer_config(&self.cluster, group).create()
+    }
+}
+
+/// Where a regional layer reads one of its central topics: at home, or from a foreign cluster.
+#[derive(Debug, Clone)]
+pub enum Subscription {
+    /// The topic was brought into the region's own cluster.
+    Home { home: HomeCluster, topic: TopicName },
+    /// The topic is read from the pseudo-central or central cluster.
+    Foreign(ForeignSubscription),
+}
+
+impl Topology {
+    fn home(&self, name: &ClusterName) -> HomeCluster {
+        HomeCluster {
+            cluster: self
+                .config()
+                .cluster(name)
+                .unwrap_or_else(|| unreachable!("validated: cluster {name} exists"))
+                .clone(),
+        }
+    }
+
+    /// Topic administration on cluster `name`.
+    pub fn cluster_admin(&self, name: &ClusterName) -> Option<ClusterAdmin> {
+        self.config()
+            .cluster(name)
+            .map(|c| ClusterAdmin { cluster: c.clone() })
+    }
+
+    /// Home of the service and persistence layers: the central cluster.
+    pub fn central_home(&self) -> HomeCluster {
+        self.home(&self.central_region().cluster)
+    }
+
+    /// Home of `region`'s regional layer: its own cluster.
+    pub fn region_home(&self, region: &RegionName) -> Option<HomeCluster> {
+        self.config().region(region).map(|r| self.home(&r.cluster))
+    }
+
+    /// Home of the localizer carrying `route`: the destination, where it produces.
+    pub fn localizer_home(&self, route: &PlannedRoute) -> HomeCluster {
+        self.home(&route.to)
+    }
+
+    /// What the localizer carrying `route` consumes: the route's source topic on the foreign
+    /// cluster, landing under its suffixed name.
+    pub fn localizer_source(&self, route: &PlannedRoute) -> ForeignSubscription {
+        let suffixed = match catalog::find(&route.base).map(|s| s.flow) {
+            Some(Flow::ToRegion) => SuffixedTopic::for_region(&route.base, &route.region),
+            _ => SuffixedTopic::from_region(&route.base, &route.region),
+        };
+        let topic = if suffixed.name() == &route.topic {
+            ForeignTopic::ForRegion(suffixed)
+        } else {
+            ForeignTopic::Mirrored {
+                source: route.topic.clone(),
+                lands_as: suffixed,
+            }
+        };
+        ForeignSubscription {
+            cluster: self.home(&route.from).cluster,
+            topic,
+            justification: format!("routes[{}]: {} -> {}", route.route, route.from, route.to),
+        }
+    }
+
+    /// Where `region`'s regional layer reads its central topic `spec` (launch or traffic events).
+    pub fn central_topic_subscription(
+        &self,
+        region: &RegionConfig,
+        spec: &TopicSpec,
+    ) -> Subscription {
+        let routes = self.routes();
+        let (cluster, topic, foreign) = self.central_topic_source(region, spec, &routes);
+        match foreign {
+            None => Subscription::Home {
+                home: self.home(&cluster),
+                topic,
+            },
+            Some(why) => Subscription::Foreign(ForeignSubscription {
+                cluster: self.home(&cluster).cluster,
+                topic: ForeignTopic::ForRegion(SuffixedTopic::for_region(
+                    &spec.base(),
+                    &region.name,
+                )),
+                justification: format!("{} path: {why}", spec.base),
+            }),
+        }
+    }
+}
+
+/// The librdkafka settings shared by every client of `cluster`: its bootstrap servers and the
+/// extra client properties (security) the topology gives it.
+pub fn base_config(cluster: &ClusterConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap_servers());
+    config.set("client.id", format!("mot-{}", cluster.name));
+    for (key, value) in &cluster.client {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Consumer settings for at-least-once delivery: offsets are stored by the pipeline only after
+/// the sink acknowledged (`enable.auto.offset.store=false`), and the stored offsets are committed
+/// in the background.
+pub fn consumer_config(cluster: &ClusterConfig, group: &str) -> ClientConfig {
+    let mut config = base_config(cluster);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    config
+}
+
+/// What `mot topics ensure` did on one cluster.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct EnsureReport {
+    pub created: Vec<String>,
+    pub existing: Vec<String>,
+}
+
+/// Every topic the plan needs on `cluster`, with its cleanup policy: what agents read and write
+/// there, what routes carry from and to it, and the dead-letter topic every cluster has.
+pub fn topics_needed(
+    topology: &Topology,
+    cluster: &ClusterName,
+) -> Vec<(TopicName, &'static TopicSpec)> {
+    let plan = topology.plan();
+    let mut names = std::collections::BTreeSet::new();
+    names.insert(TopicName::local(&catalog::DEAD_LETTERS.base()));
+    for agent in &plan.agents {
+        for endpoint in agent.reads.iter().chain(&agent.writes) {
+            if let super::topology::Endpoint::Kafka {
+                cluster: c, topic, ..
+            } = endpoint
+            {
+                if c == cluster {
+                    names.insert(topic.clone());
+                }
+            }
+        }
+    }
+    for route in &plan.routes {
+        if &route.from == cluster {
+            names.insert(route.topic.clone());
+        }
+        if &route.to == cluster {
+            names.insert(route.as_topic.clone());
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|name| catalog::of_topic(&name).map(|spec| (name, spec)))
+        .collect()
+}
+
+/// Creates on `cluster` every topic the plan needs there that does not exist yet. Safe to repeat.
+pub async fn ensure_topics(
+    topology: &Topology,
+    cluster: &ClusterAdmin,
+) -> Result<EnsureReport, KafkaError> {
+    let kafka = &topology.config().kafka;
+    let admin = cluster.client()?;
+    let needed = topics_needed(topology, cluster.name());
+    let new_topics: Vec<NewTopic> = needed
+        .iter()
+        .map(|(name, spec)| {
+            NewTopic::new(
+                name.as_str(),
+                kafka.partitions,
+                TopicReplication::Fixed(kafka.replication_factor),
+            )
+            .set("cleanup.policy", spec.cleanup.as_kafka())
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let mut report = EnsureReport::default();
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(name) => report.created.push(name),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => report.existing.push(name),
+            Err((name, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(topic = %name, cluster = %cluster.name(), ?code, "cannot create topic")
+                })
+            }
+        }
+    }
+    Ok(report)
+}
