@@ -7,10 +7,25 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, Role};
+use crate::topics::clients::{self, ClusterAdmin};
+use crate::topics::names::ClusterName;
+use crate::topics::topology::Topology;
 use crate::web;
 
 /// Runs until SIGINT or SIGTERM. Must be called inside an actix system.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let topology = Topology::new(&config);
+    let problems = topology.check();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::bail!(
+            "the topology has {} problem(s):\n{}",
+            problems.len(),
+            list.join("\n")
+        );
+    }
+    ensure_home_topics(&topology).await;
+
     let mut web_server = None;
     if config.runs(Role::Service) {
         let listener = TcpListener::bind(&config.web.listen)
@@ -41,6 +56,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The clusters of the datacenters this process's roles run in: central for the service and
+/// persistence layers (and the localizers that bring regional topics there), each hosted region's
+/// own cluster and its pseudo-central cluster (where that region's inbound localizers run).
+fn home_clusters(topology: &Topology) -> Vec<ClusterName> {
+    let config = topology.config();
+    let mut homes = Vec::new();
+    if config.runs(Role::Service) || config.runs(Role::Persistence) {
+        homes.push(topology.central_region().cluster.clone());
+    }
+    if config.runs(Role::Regional) {
+        for region in &config.regions {
+            if config.node.regions.is_empty() || config.node.regions.contains(&region.name) {
+                homes.push(region.cluster.clone());
+                homes.extend(region.pseudo_central.clone());
+            }
+        }
+    }
+    homes.sort();
+    homes.dedup();
+    homes
+}
+
+/// mot ensures its own topics at start, on its home clusters only. A cluster that cannot be
+/// reached is logged and left to the agents, which retry; it does not stop the process.
+async fn ensure_home_topics(topology: &Topology) {
+    for cluster in home_clusters(topology) {
+        let Some(admin): Option<ClusterAdmin> = topology.cluster_admin(&cluster) else {
+            continue;
+        };
+        match clients::ensure_topics(topology, &admin).await {
+            Ok(report) if !report.created.is_empty() => {
+                tracing::info!(%cluster, created = ?report.created, "created topics")
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%cluster, %error, "cannot ensure topics; agents will retry")
+            }
+        }
+    }
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {

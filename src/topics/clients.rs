@@ -4,13 +4,13 @@
 //!   the [`Topology`] for the datacenter a role runs in (the central one, a region's own, or a
 //!   localizer's destination). There is no constructor that takes an arbitrary cluster:
 //!
-//!   ```compile_fail
+//!   ```compile_fail,E0624
 //!   # let config = mot::config::Config::load("dev/mot.toml".as_ref()).unwrap();
 //!   // A producer for whatever cluster one likes: no such constructor exists.
 //!   let producer = mot::topics::clients::HomeProducer::new(&config.clusters[1]);
 //!   ```
 //!
-//!   ```compile_fail
+//!   ```compile_fail,E0451
 //!   # let config = mot::config::Config::load("dev/mot.toml".as_ref()).unwrap();
 //!   // Nor can a home be made up: its field is private to this module.
 //!   let home = mot::topics::clients::HomeCluster { cluster: config.clusters[1].clone() };
