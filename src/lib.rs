@@ -7,6 +7,7 @@
 //!   the central region, routes), validated so that a bad field is named;
 //! - [`topics`]: names that cannot be invalid, and the Kafka clients built from the topology;
 //! - [`web`]: the service layer's HTTP API (actix-web);
+//! - [`models`]: the records on the topics: the envelope and the payloads;
 //! - [`actors`]: the agents, each an actix actor supervised per region;
 //! - [`store`]: Cassandra: the shared session and the schema migrations;
 //! - [`daemon`]: `mot run`, the long-running process that starts the roles a config names.
@@ -14,6 +15,7 @@
 pub mod actors;
 pub mod config;
 pub mod daemon;
+pub mod models;
 pub mod store;
 pub mod topics;
 pub mod web;

@@ -1,4 +1,23 @@
 //! The agents: each an actix actor, supervised per region, forming pipelines over Kafka topics.
 //!
-//! Empty for now; the pipeline machinery (sources, last-record caches, sinks, supervision) lands
-//! here with the first agent.
+//! - [`pipeline`]: the machinery every agent runs (source, sink, dead letters, ordered offsets);
+//! - [`cache`]: the last-record cache agents diff against;
+//! - [`supervisor`]: a supervisor actor per region, restarting failed agents with backoff;
+//! - [`counters`]: per agent and region counters;
+//! - one file per agent.
+//!
+//! Adding an agent: write its file (a type implementing [`pipeline::Agent`]) and add one line to
+//! [`REGIONAL_AGENTS`].
+
+pub mod cache;
+pub mod counters;
+pub mod instance_consul_state;
+pub mod pipeline;
+pub mod supervisor;
+
+use supervisor::AgentEntry;
+
+/// The agents every region's supervisor runs.
+pub const REGIONAL_AGENTS: &[AgentEntry] = &[AgentEntry::of::<
+    instance_consul_state::InstanceConsulStateAgent,
+>()];

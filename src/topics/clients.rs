@@ -67,11 +67,24 @@ impl HomeProducer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
+            // A delivery that cannot complete fails the agent, whose supervisor restarts it;
+            // nothing waits for minutes on a cluster that is gone.
+            .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Self {
             cluster: cluster.name.clone(),
             inner,
         })
+    }
+}
+
+impl HomeProducer {
+    /// Waits (up to 10 s) until every record handed to the producer is acknowledged.
+    pub fn inner_flush(&self) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = self.inner.flush(Duration::from_secs(10)) {
+            tracing::warn!(cluster = %self.cluster, error = %e, "producer flush incomplete");
+        }
     }
 }
 

@@ -1,0 +1,89 @@
+//! Counters per agent and region: records in, published, unchanged, skipped, dead-lettered,
+//! restarts. Readable by tests and exported as metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::topics::names::RegionName;
+
+/// One agent's counters in one region.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records consumed.
+    pub records_in: AtomicU64,
+    /// Records produced (acknowledged or in flight).
+    pub published: AtomicU64,
+    /// Records whose result equalled the last published one, so nothing was published.
+    pub unchanged: AtomicU64,
+    /// Records for another region, passed over.
+    pub skipped: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Times the agent was restarted by its supervisor.
+    pub restarts: AtomicU64,
+    /// The backoff before the latest restart, in milliseconds.
+    pub last_backoff_ms: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CountersSnapshot {
+    pub records_in: u64,
+    pub published: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub restarts: u64,
+    pub last_backoff_ms: u64,
+}
+
+impl Counters {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            records_in: get(&self.records_in),
+            published: get(&self.published),
+            unchanged: get(&self.unchanged),
+            skipped: get(&self.skipped),
+            dead_lettered: get(&self.dead_lettered),
+            restarts: get(&self.restarts),
+            last_backoff_ms: get(&self.last_backoff_ms),
+        }
+    }
+}
+
+/// Every agent's counters, by agent name and region. Cloning shares the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    counters: Arc<DashMap<(&'static str, RegionName), Arc<Counters>>>,
+}
+
+impl Registry {
+    /// The counters of `agent` in `region`, created on first use.
+    pub fn get(&self, agent: &'static str, region: &RegionName) -> Arc<Counters> {
+        self.counters
+            .entry((agent, region.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// A snapshot of every agent's counters.
+    pub fn snapshot(&self) -> Vec<(&'static str, RegionName, CountersSnapshot)> {
+        let mut all: Vec<_> = self
+            .counters
+            .iter()
+            .map(|e| (e.key().0, e.key().1.clone(), e.value().snapshot()))
+            .collect();
+        all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        all
+    }
+}

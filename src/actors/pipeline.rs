@@ -1,0 +1,470 @@
+//! The pipeline every agent runs, written once: a Kafka source, the agent's own step, a Kafka sink
+//! on the home cluster, dead letters, and offsets stored only after the sink acknowledged.
+//!
+//! ```text
+//!   source (home cluster, or a foreign one the topology justifies)
+//!     -> Agent::process (the part that differs: pure where possible)
+//!     -> sink: HomeProducer (idempotent, acks=all)        bad record -> mot-dead-letters
+//!     -> offset stored once every record it caused is acknowledged, in order per partition
+//! ```
+//!
+//! Delivery is at least once: a crash between the sink's acknowledgement and the offset commit
+//! replays records, which consumers absorb (diffing agents re-derive the same state; projections
+//! are written idempotently). At most [`MAX_IN_FLIGHT`] records await acknowledgement: a slow
+//! sink slows the source instead of growing a queue.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::counters::Counters;
+use crate::config::RegionConfig;
+use crate::models::envelope::{self, Kind};
+use crate::topics::catalog;
+use crate::topics::clients::{ForeignSubscription, HomeCluster, HomeProducer};
+use crate::topics::names::TopicName;
+use crate::topics::topology::Topology;
+
+/// Records awaiting the sink's acknowledgement, at most.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Dead-letter headers: why, and where the record came from.
+pub const HEADER_DLQ_REASON: &str = "mot-dlq-reason";
+pub const HEADER_DLQ_AGENT: &str = "mot-dlq-agent";
+pub const HEADER_DLQ_REGION: &str = "mot-dlq-region";
+pub const HEADER_DLQ_TOPIC: &str = "mot-dlq-source-topic";
+pub const HEADER_DLQ_PARTITION: &str = "mot-dlq-source-partition";
+pub const HEADER_DLQ_OFFSET: &str = "mot-dlq-source-offset";
+
+/// An infrastructure failure: the agent stops and its supervisor restarts it with backoff.
+/// (Bad data is not an error: it is dead-lettered and the pipeline moves on.)
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("rebuilding the cache from {topic}: {problem}")]
+    Rebuild { topic: String, problem: String },
+    #[error("agent panicked: {0}")]
+    Panicked(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A consumed record, owned so the agent may hold it across awaits.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Record timestamp, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Incoming {
+    fn from_message(msg: &BorrowedMessage<'_>) -> Self {
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: msg.timestamp().to_millis(),
+        }
+    }
+
+    /// The value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The trace context headers, to carry to whatever this record causes.
+    pub fn trace_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == envelope::HEADER_TRACEPARENT || k == envelope::HEADER_TRACESTATE)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A record to produce on the home cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: TopicName,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Record timestamp to keep (a localizer keeps the source's); `None` lets Kafka set it.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Outgoing {
+    /// An envelope of `kind` whose payload is the already serialized `payload_json`, with the
+    /// event-type header and the trace headers of `cause`.
+    pub fn envelope(
+        topic: TopicName,
+        payload_type: &str,
+        envelope: envelope::Envelope<()>,
+        payload_json: &[u8],
+        cause: &Incoming,
+    ) -> Result<Self, serde_json::Error> {
+        let raw: &serde_json::value::RawValue = serde_json::from_slice(payload_json)?;
+        let full = envelope::Envelope {
+            v: envelope.v,
+            id: envelope.id,
+            kind: envelope.kind,
+            key: envelope.key,
+            origin: envelope.origin,
+            time_us: envelope.time_us,
+            payload: raw,
+        };
+        let mut headers = vec![(
+            envelope::HEADER_EVENT_TYPE.to_owned(),
+            format!("{payload_type}.{}", full.kind.as_str()).into_bytes(),
+        )];
+        headers.extend(cause.trace_headers());
+        Ok(Self {
+            topic,
+            key: full.key.clone().into_bytes(),
+            value: serde_json::to_vec(&full)?,
+            headers,
+            timestamp_ms: None,
+        })
+    }
+}
+
+/// What the agent made of one record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Publish these (none: the record changed nothing).
+    Publish(Vec<Outgoing>),
+    /// Not for this agent (e.g. another region's record on a shared topic).
+    Skip,
+    /// Bad data: dead-letter it with this reason and move on.
+    Reject(String),
+}
+
+/// Where an agent's pipeline reads.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Topics of the home cluster.
+    Home(Vec<TopicName>),
+    /// One topic of a foreign cluster, justified by the topology.
+    Foreign(ForeignSubscription),
+}
+
+/// What an agent is given when it is built.
+#[derive(Debug, Clone)]
+pub struct AgentContext {
+    /// The region it works for.
+    pub region: RegionConfig,
+    /// The whole topology.
+    pub topology: Topology,
+    /// The cluster of the datacenter it runs in: the only one it produces to.
+    pub home: HomeCluster,
+    /// Its counters.
+    pub counters: Arc<Counters>,
+}
+
+/// An agent: one simple action, triggered by a record from a source, that may publish results.
+///
+/// Writing a new agent is this trait in a file of its own, plus one line in
+/// [`super::REGIONAL_AGENTS`].
+pub trait Agent: Sized + 'static {
+    /// Its name in logs, metrics and consumer groups.
+    const NAME: &'static str;
+
+    /// Where it reads.
+    fn source(ctx: &AgentContext) -> Source;
+
+    /// Builds the agent for one region: load what it needs (e.g. rebuild its cache).
+    fn build(ctx: &AgentContext) -> impl Future<Output = Result<Self, PipelineError>>;
+
+    /// Handles one record.
+    fn process(&mut self, incoming: &Incoming) -> impl Future<Output = Outcome>;
+}
+
+type Settlement = (String, i32, i64, Result<(), KafkaError>);
+
+/// Runs `A` for the region of `ctx` until `stop` turns true (then drains in-flight records,
+/// stores their offsets, commits and flushes) or an infrastructure error occurs.
+pub async fn run_agent<A: Agent>(
+    ctx: AgentContext,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    let mut agent = A::build(&ctx).await?;
+    let group = consumer_group(A::NAME, &ctx);
+    let (consumer, topics) = match A::source(&ctx) {
+        Source::Home(topics) => (ctx.home.consumer(&group)?, topics),
+        Source::Foreign(sub) => (sub.consumer(&group)?, vec![sub.topic_to_read().clone()]),
+    };
+    let names: Vec<&str> = topics.iter().map(TopicName::as_str).collect();
+    consumer.subscribe(&names)?;
+    let producer = ctx.home.producer()?;
+    let dead_letters = TopicName::local(&catalog::DEAD_LETTERS.base());
+    let counters = ctx.counters.clone();
+    tracing::info!(agent = A::NAME, region = %ctx.region.name, %group, topics = ?names, "agent started");
+
+    let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Settlement>>>> =
+        FuturesOrdered::new();
+    let stopping = |stop: &watch::Receiver<bool>| *stop.borrow();
+    while !stopping(&stop) {
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            Some(done) = inflight.next(), if !inflight.is_empty() => settle(&consumer, done)?,
+            received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT => {
+                let incoming = Incoming::from_message(&received?);
+                Counters::add(&counters.records_in, 1);
+                let outgoing = match agent.process(&incoming).await {
+                    Outcome::Publish(records) if records.is_empty() => {
+                        Counters::add(&counters.unchanged, 1);
+                        Vec::new()
+                    }
+                    Outcome::Publish(records) => {
+                        Counters::add(&counters.published, records.len() as u64);
+                        records
+                    }
+                    Outcome::Skip => {
+                        Counters::add(&counters.skipped, 1);
+                        Vec::new()
+                    }
+                    Outcome::Reject(reason) => {
+                        tracing::warn!(agent = A::NAME, region = %ctx.region.name, topic = %incoming.topic,
+                            partition = incoming.partition, offset = incoming.offset, %reason, "dead-lettered");
+                        Counters::add(&counters.dead_lettered, 1);
+                        vec![dead_letter(&dead_letters, &incoming, &reason, A::NAME, &ctx)]
+                    }
+                };
+                inflight.push_back(Box::pin(deliver(&producer, incoming, outgoing)));
+            }
+        }
+    }
+    while let Some(done) = inflight.next().await {
+        settle(&consumer, done)?;
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            tracing::warn!(agent = A::NAME, error = %e, "final commit failed; records since the last commit will be replayed")
+        }
+    }
+    producer.inner_flush();
+    tracing::info!(agent = A::NAME, region = %ctx.region.name, "agent stopped");
+    Ok(())
+}
+
+/// `mot-<agent>-<region>`: one consumer group per agent and region.
+pub fn consumer_group(agent: &str, ctx: &AgentContext) -> String {
+    format!("mot-{}-{}", kebab(agent), ctx.region.name)
+}
+
+fn kebab(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Produces every record one consumed record caused; resolves once all are acknowledged.
+fn deliver(
+    producer: &HomeProducer,
+    cause: Incoming,
+    outgoing: Vec<Outgoing>,
+) -> impl Future<Output = Settlement> {
+    let producer = producer.clone();
+    async move {
+        let sends: Vec<_> = outgoing
+            .into_iter()
+            .map(|out| produce(&producer, out))
+            .collect();
+        let mut result = Ok(());
+        for send in sends {
+            if let Err(e) = send.await {
+                result = Err(e);
+            }
+        }
+        (cause.topic, cause.partition, cause.offset, result)
+    }
+}
+
+/// Produces one record to the home cluster; resolves when the broker acknowledged it.
+pub fn produce(
+    producer: &HomeProducer,
+    out: Outgoing,
+) -> impl Future<Output = Result<(), KafkaError>> {
+    let producer = producer.inner.clone();
+    async move {
+        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+        for (key, value) in &out.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record = FutureRecord::to(out.topic.as_str())
+            .key(&out.key)
+            .payload(&out.value)
+            .headers(headers);
+        if let Some(ts) = out.timestamp_ms {
+            record = record.timestamp(ts);
+        }
+        producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}
+
+/// Stores the offset of a record whose results were all acknowledged; a failed delivery is an
+/// infrastructure error.
+fn settle(
+    consumer: &StreamConsumer,
+    (topic, partition, offset, result): Settlement,
+) -> Result<(), PipelineError> {
+    result?;
+    if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+        // The partition was revoked meanwhile: its new owner replays from the last commit.
+        tracing::debug!(%topic, partition, offset, error = %e, "offset not stored");
+    }
+    Ok(())
+}
+
+fn dead_letter(
+    topic: &TopicName,
+    incoming: &Incoming,
+    reason: &str,
+    agent: &str,
+    ctx: &AgentContext,
+) -> Outgoing {
+    let mut headers = incoming.headers.clone();
+    headers.extend([
+        (HEADER_DLQ_REASON.to_owned(), reason.as_bytes().to_vec()),
+        (HEADER_DLQ_AGENT.to_owned(), agent.as_bytes().to_vec()),
+        (
+            HEADER_DLQ_REGION.to_owned(),
+            ctx.region.name.as_str().as_bytes().to_vec(),
+        ),
+        (
+            HEADER_DLQ_TOPIC.to_owned(),
+            incoming.topic.as_bytes().to_vec(),
+        ),
+        (
+            HEADER_DLQ_PARTITION.to_owned(),
+            incoming.partition.to_string().into_bytes(),
+        ),
+        (
+            HEADER_DLQ_OFFSET.to_owned(),
+            incoming.offset.to_string().into_bytes(),
+        ),
+    ]);
+    Outgoing {
+        topic: topic.clone(),
+        key: incoming.key.clone().unwrap_or_default(),
+        value: incoming.value.clone().unwrap_or_default(),
+        headers,
+        timestamp_ms: incoming.timestamp_ms,
+    }
+}
+
+/// Reads `topic` on `home` from the beginning up to its end as of now, calling `f` for each
+/// record: how an agent rebuilds its last-record cache from its own output topic.
+pub async fn read_to_end(
+    home: &HomeCluster,
+    topic: &TopicName,
+    group: &str,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, PipelineError> {
+    let rebuild_err = |problem: String| PipelineError::Rebuild {
+        topic: topic.to_string(),
+        problem,
+    };
+    let consumer = home.consumer(group)?;
+    let metadata = consumer.fetch_metadata(Some(topic.as_str()), Duration::from_secs(30))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut assignment = TopicPartitionList::new();
+    let mut pending: VecDeque<(i32, i64)> = VecDeque::new();
+    for partition in partitions {
+        let (low, high) =
+            consumer.fetch_watermarks(topic.as_str(), partition, Duration::from_secs(30))?;
+        if high > low {
+            assignment.add_partition_offset(topic.as_str(), partition, Offset::Beginning)?;
+            pending.push_back((partition, high));
+        }
+    }
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&assignment)?;
+    let mut read = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .map_err(|_| rebuild_err("did not reach the end within 120s".into()))??;
+        f(&msg);
+        read += 1;
+        let (partition, offset) = (msg.partition(), msg.offset());
+        pending.retain(|&(p, high)| !(p == partition && offset + 1 >= high));
+    }
+    Ok(read)
+}
+
+/// An envelope header for an outgoing record of `kind`.
+pub fn header_envelope(
+    kind: Kind,
+    key: String,
+    ctx: &AgentContext,
+    time_us: i64,
+) -> envelope::Envelope<()> {
+    envelope::Envelope::new(kind, key, ctx.region.name.clone(), time_us, ())
+}

@@ -1,0 +1,6 @@
+//! The records that travel on mot's topics: the versioned envelope every record is wrapped in,
+//! and the payloads agents exchange (raw platform state, instance and deployment records).
+
+pub mod consul;
+pub mod envelope;
+pub mod instance;
