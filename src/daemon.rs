@@ -6,6 +6,11 @@ use std::net::TcpListener;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use actix::{Actor, Addr};
+
+use crate::actors::counters::Registry;
+use crate::actors::supervisor::{Backoff, RegionSupervisor, Shutdown};
+use crate::actors::REGIONAL_AGENTS;
 use crate::config::{Config, Role};
 use crate::topics::clients::{self, ClusterAdmin};
 use crate::topics::names::ClusterName;
@@ -25,6 +30,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     ensure_home_topics(&topology).await;
+
+    let registry = Registry::default();
+    let supervisors = start_regional_layer(&topology, &registry);
 
     let mut web_server = None;
     if config.runs(Role::Service) {
@@ -47,6 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             handle.stop(true).await;
             let _ = task.await;
         }
+        let drains: Vec<_> = supervisors.iter().map(|s| s.send(Shutdown)).collect();
+        for drained in drains {
+            let _ = drained.await;
+        }
     };
     if tokio::time::timeout(deadline, stop).await.is_err() {
         tracing::warn!(
@@ -56,6 +68,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts a supervisor, with every regional agent, for each region this process hosts.
+fn start_regional_layer(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupervisor>> {
+    let config = topology.config();
+    if !config.runs(Role::Regional) {
+        return Vec::new();
+    }
+    config
+        .regions
+        .iter()
+        .filter(|r| config.node.regions.is_empty() || config.node.regions.contains(&r.name))
+        .map(|r| {
+            RegionSupervisor::new(
+                topology.clone(),
+                r.name.clone(),
+                REGIONAL_AGENTS.to_vec(),
+                registry.clone(),
+                Backoff::default(),
+            )
+            .start()
+        })
+        .collect()
 }
 
 /// The clusters of the datacenters this process's roles run in: central for the service and

@@ -124,59 +124,19 @@ fn check_refuses_each_rule_with_its_name() {
     assert!(stdout(&ok).contains("the three rules hold"));
 }
 
-/// A topology of the dev clusters with one extra production region of a unique name, homed on
-/// `home`, whose regional topics reach the central cluster through `carrier`.
+/// A topology with one extra production region of a unique name, homed on `home`.
 fn topology_with_region(region: &str, home: &str, carrier: &str) -> tempfile::NamedTempFile {
-    let text = format!(
-        r#"
-[cassandra]
-contact_points = ["127.0.0.1:9042"]
-keyspace = "mot"
-replication_factor = 1
-
-[kafka]
-partitions = 2
-replication_factor = 1
-
-[topology]
-central = "production-us-east-1"
-
-[[clusters]]
-name = "production-us-east-1"
-bootstrap = ["127.0.0.1:19092"]
-
-[[clusters]]
-name = "{home}"
-bootstrap = ["{bootstrap}"]
-
-[[regions]]
-name = "production-us-east-1"
-cluster = "production-us-east-1"
-zones = ["a"]
-
-[[regions]]
-name = "{region}"
-cluster = "{home}"
-zones = ["a"]
-
-[[routes]]
-from = "{home}"
-to = "production-us-east-1"
-topics = ["mot-deployment-complete-events", "mot-instance-state-change", "mot-deployment-state-change"]
-carrier = "{carrier}"
-"#,
-        bootstrap = common::dev_config()
-            .cluster(&ClusterName::parse(home).unwrap())
-            .unwrap()
-            .bootstrap[0],
-    );
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    std::fs::write(file.path(), text).unwrap();
+    std::fs::write(
+        file.path(),
+        common::topology_toml(&[(region, home)], carrier),
+    )
+    .unwrap();
     file
 }
 
 fn unique_region() -> String {
-    format!("production-t{}", common::unique("").replace('_', ""))
+    common::unique_region()
 }
 
 fn admin(config: &Config, cluster: &str) -> AdminClient<DefaultClientContext> {

@@ -14,13 +14,13 @@ use crate::topics::names::RegionName;
 pub struct Counters {
     /// Records consumed.
     pub records_in: AtomicU64,
-    /// Records produced (acknowledged or in flight).
+    /// Records produced and acknowledged by the home cluster.
     pub published: AtomicU64,
     /// Records whose result equalled the last published one, so nothing was published.
     pub unchanged: AtomicU64,
     /// Records for another region, passed over.
     pub skipped: AtomicU64,
-    /// Records sent to the dead-letter topic.
+    /// Records sent to the dead-letter topic (acknowledged).
     pub dead_lettered: AtomicU64,
     /// Times the agent was restarted by its supervisor.
     pub restarts: AtomicU64,

@@ -216,7 +216,22 @@ pub trait Agent: Sized + 'static {
     fn process(&mut self, incoming: &Incoming) -> impl Future<Output = Outcome>;
 }
 
-type Settlement = (String, i32, i64, Result<(), KafkaError>);
+/// How one consumed record ended: where it came from, and once its results were acknowledged,
+/// which counter they add to.
+struct Settlement {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    delivered: Result<Delivered, KafkaError>,
+}
+
+/// What a consumed record's acknowledged results count as.
+#[derive(Debug, Clone, Copy)]
+enum Delivered {
+    Published(u64),
+    DeadLettered,
+    Nothing,
+}
 
 /// Runs `A` for the region of `ctx` until `stop` turns true (then drains in-flight records,
 /// stores their offsets, commits and flushes) or an infrastructure error occurs.
@@ -248,36 +263,35 @@ pub async fn run_agent<A: Agent>(
                     break;
                 }
             }
-            Some(done) = inflight.next(), if !inflight.is_empty() => settle(&consumer, done)?,
+            Some(done) = inflight.next(), if !inflight.is_empty() => settle(&consumer, &counters, done)?,
             received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT => {
                 let incoming = Incoming::from_message(&received?);
                 Counters::add(&counters.records_in, 1);
-                let outgoing = match agent.process(&incoming).await {
+                let (outgoing, delivered) = match agent.process(&incoming).await {
                     Outcome::Publish(records) if records.is_empty() => {
                         Counters::add(&counters.unchanged, 1);
-                        Vec::new()
+                        (Vec::new(), Delivered::Nothing)
                     }
                     Outcome::Publish(records) => {
-                        Counters::add(&counters.published, records.len() as u64);
-                        records
+                        let n = records.len() as u64;
+                        (records, Delivered::Published(n))
                     }
                     Outcome::Skip => {
                         Counters::add(&counters.skipped, 1);
-                        Vec::new()
+                        (Vec::new(), Delivered::Nothing)
                     }
                     Outcome::Reject(reason) => {
                         tracing::warn!(agent = A::NAME, region = %ctx.region.name, topic = %incoming.topic,
                             partition = incoming.partition, offset = incoming.offset, %reason, "dead-lettered");
-                        Counters::add(&counters.dead_lettered, 1);
-                        vec![dead_letter(&dead_letters, &incoming, &reason, A::NAME, &ctx)]
+                        (vec![dead_letter(&dead_letters, &incoming, &reason, A::NAME, &ctx)], Delivered::DeadLettered)
                     }
                 };
-                inflight.push_back(Box::pin(deliver(&producer, incoming, outgoing)));
+                inflight.push_back(Box::pin(deliver(&producer, incoming, outgoing, delivered)));
             }
         }
     }
     while let Some(done) = inflight.next().await {
-        settle(&consumer, done)?;
+        settle(&consumer, &counters, done)?;
     }
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
@@ -315,6 +329,7 @@ fn deliver(
     producer: &HomeProducer,
     cause: Incoming,
     outgoing: Vec<Outgoing>,
+    delivered: Delivered,
 ) -> impl Future<Output = Settlement> {
     let producer = producer.clone();
     async move {
@@ -322,13 +337,18 @@ fn deliver(
             .into_iter()
             .map(|out| produce(&producer, out))
             .collect();
-        let mut result = Ok(());
+        let mut result = Ok(delivered);
         for send in sends {
             if let Err(e) = send.await {
                 result = Err(e);
             }
         }
-        (cause.topic, cause.partition, cause.offset, result)
+        Settlement {
+            topic: cause.topic,
+            partition: cause.partition,
+            offset: cause.offset,
+            delivered: result,
+        }
     }
 }
 
@@ -361,13 +381,24 @@ pub fn produce(
     }
 }
 
-/// Stores the offset of a record whose results were all acknowledged; a failed delivery is an
+/// Counts the acknowledged results of a record and stores its offset; a failed delivery is an
 /// infrastructure error.
 fn settle(
     consumer: &StreamConsumer,
-    (topic, partition, offset, result): Settlement,
+    counters: &Counters,
+    settlement: Settlement,
 ) -> Result<(), PipelineError> {
-    result?;
+    let Settlement {
+        topic,
+        partition,
+        offset,
+        delivered,
+    } = settlement;
+    match delivered? {
+        Delivered::Published(n) => Counters::add(&counters.published, n),
+        Delivered::DeadLettered => Counters::add(&counters.dead_lettered, 1),
+        Delivered::Nothing => {}
+    }
     if let Err(e) = consumer.store_offset(&topic, partition, offset) {
         // The partition was revoked meanwhile: its new owner replays from the last commit.
         tracing::debug!(%topic, partition, offset, error = %e, "offset not stored");

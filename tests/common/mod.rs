@@ -49,3 +49,57 @@ pub fn dev_toml_with(replacements: &[(&str, &str)]) -> tempfile::NamedTempFile {
 pub fn mot_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mot")
 }
+
+/// A production region name no other test uses: `production-t<unique digits>`.
+pub fn unique_region() -> String {
+    format!("production-t{}", unique("").replace('_', ""))
+}
+
+/// A topology of the dev clusters: the central region plus `regions` (name, home cluster), each
+/// routing its regional topics to the central cluster with `carrier`.
+pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
+    let dev = dev_config();
+    let mut text = String::from(
+        "[cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"mot\"\nreplication_factor = 1\n\n\
+         [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"production-us-east-1\"\n\n\
+         [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\nzones = [\"a\"]\n",
+    );
+    for c in &dev.clusters {
+        text.push_str(&format!(
+            "\n[[clusters]]\nname = \"{}\"\nbootstrap = [\"{}\"]\n",
+            c.name, c.bootstrap[0]
+        ));
+    }
+    for (region, home) in regions {
+        text.push_str(&format!(
+            "\n[[regions]]\nname = \"{region}\"\ncluster = \"{home}\"\nzones = [\"a\", \"b\"]\n"
+        ));
+    }
+    let mut homes: Vec<&str> = regions
+        .iter()
+        .map(|(_, h)| *h)
+        .filter(|h| *h != "production-us-east-1")
+        .collect();
+    homes.sort();
+    homes.dedup();
+    for home in homes {
+        text.push_str(&format!(
+            "\n[[routes]]\nfrom = \"{home}\"\nto = \"production-us-east-1\"\n\
+             topics = [\"mot-deployment-complete-events\", \"mot-instance-state-change\", \"mot-deployment-state-change\"]\n\
+             carrier = \"{carrier}\"\n"
+        ));
+    }
+    text
+}
+
+/// Waits until `condition` holds, up to `secs` seconds; panics with `what` otherwise.
+pub async fn eventually(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

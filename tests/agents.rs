@@ -1,0 +1,529 @@
+//! The agent machinery against real Kafka, through the seed's example agent,
+//! InstanceConsulStateAgent: records in, changes out, restarts, poison records, supervision.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
+
+use mot::actors::counters::{CountersSnapshot, Registry};
+use mot::actors::instance_consul_state::InstanceConsulStateAgent;
+use mot::actors::pipeline::{self, Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
+use mot::actors::supervisor::{AgentEntry, Backoff, RegionSupervisor, Shutdown};
+use mot::config::Config;
+use mot::models::consul::{
+    ConsulAppState, ConsulCheck, ConsulNode, ConsulService, ConsulServiceEntry,
+};
+use mot::models::envelope::{self, Envelope, Kind};
+use mot::models::instance::InstanceInfo;
+use mot::topics::catalog;
+use mot::topics::clients::{self, HomeProducer};
+use mot::topics::names::{ClusterName, RegionName, TopicName, ZoneName};
+use mot::topics::topology::Topology;
+
+// Test regions share the dev clusters' bare regional topics, so agents see (and skip) other
+// regions' records; each test homes its regions on a cluster of its own to keep that small, and
+// asserts on its own region's output.
+
+struct Harness {
+    topology: Topology,
+    producer: HomeProducer,
+    registry: Registry,
+}
+
+impl Harness {
+    /// Regions homed on `home`, whose topics exist there (as `mot run` ensures at start).
+    async fn new(home: &str, regions: &[&str]) -> Self {
+        let pairs: Vec<(&str, &str)> = regions.iter().map(|r| (*r, home)).collect();
+        let config = Config::from_toml(
+            Path::new("agents-test.toml"),
+            &common::topology_toml(&pairs, "mot"),
+        )
+        .unwrap();
+        let topology = Topology::new(&config);
+        let admin = topology
+            .cluster_admin(&ClusterName::parse(home).unwrap())
+            .unwrap();
+        clients::ensure_topics(&topology, &admin).await.unwrap();
+        let home = topology
+            .region_home(&RegionName::parse(regions[0]).unwrap())
+            .unwrap();
+        Self {
+            producer: home.producer().unwrap(),
+            topology,
+            registry: Registry::default(),
+        }
+    }
+
+    fn start(
+        &self,
+        region: &str,
+        agents: Vec<AgentEntry>,
+        backoff: Backoff,
+    ) -> Addr<RegionSupervisor> {
+        RegionSupervisor::new(
+            self.topology.clone(),
+            RegionName::parse(region).unwrap(),
+            agents,
+            self.registry.clone(),
+            backoff,
+        )
+        .start()
+    }
+
+    fn counters(&self, agent: &'static str, region: &str) -> CountersSnapshot {
+        self.registry
+            .get(agent, &RegionName::parse(region).unwrap())
+            .snapshot()
+    }
+
+    async fn send_raw(&self, key: &str, value: &[u8]) {
+        self.producer
+            .inner
+            .send(
+                FutureRecord::to("mot-consul-app-state")
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    async fn send_state(&self, region: &str, kind: Kind, state: ConsulAppState) {
+        let env = Envelope::new(
+            kind,
+            state.key(),
+            RegionName::parse(region).unwrap(),
+            envelope::now_us(),
+            state,
+        );
+        self.send_raw(&env.key, &serde_json::to_vec(&env).unwrap())
+            .await;
+    }
+
+    /// Every InstanceInfo change of `region` on the output topic, in order per key.
+    async fn changes(&self, region: &str) -> BTreeMap<String, Vec<(Kind, u16)>> {
+        let home = self
+            .topology
+            .region_home(&RegionName::parse(region).unwrap())
+            .unwrap();
+        let topic = TopicName::local(&catalog::INSTANCE_STATE_CHANGE.base());
+        let mut out: BTreeMap<String, Vec<(Kind, u16)>> = BTreeMap::new();
+        pipeline::read_to_end(&home, &topic, &common::unique("reader"), |msg| {
+            if let Ok(env) = envelope::decode::<InstanceInfo>(msg.key(), msg.payload()) {
+                if env.origin.as_str() == region {
+                    out.entry(env.key.clone())
+                        .or_default()
+                        .push((env.kind, env.payload.port));
+                }
+            }
+        })
+        .await
+        .unwrap();
+        out
+    }
+}
+
+fn entry(service: &str, id: &str, port: u16, status: &str) -> ConsulServiceEntry {
+    ConsulServiceEntry {
+        node: ConsulNode {
+            node: "node-1".into(),
+            address: "10.1.0.1".into(),
+            datacenter: None,
+        },
+        service: ConsulService {
+            id: id.into(),
+            service: service.into(),
+            tags: vec!["http".into()],
+            address: String::new(),
+            port,
+            meta: Default::default(),
+        },
+        checks: vec![ConsulCheck {
+            check_id: format!("service:{id}"),
+            name: "http".into(),
+            status: status.into(),
+            output: String::new(),
+            service_id: id.into(),
+        }],
+    }
+}
+
+fn state(service: &str, zone: &str, entries: Vec<ConsulServiceEntry>) -> ConsulAppState {
+    ConsulAppState {
+        service: service.into(),
+        zone: ZoneName::parse(zone).unwrap(),
+        entries,
+    }
+}
+
+fn key(region: &str, zone: &str, service: &str, id: &str) -> String {
+    format!("{region}/{zone}/{service}/{id}")
+}
+
+const AGENT: &str = InstanceConsulStateAgent::NAME;
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+        healthy_after: Duration::from_secs(60),
+    }
+}
+
+#[actix_web::test]
+async fn consul_states_in_become_exactly_the_expected_changes_in_order_per_key() {
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("test-us-east-1", &[r]).await;
+    let supervisor = h.start(
+        r,
+        vec![AgentEntry::of::<InstanceConsulStateAgent>()],
+        Backoff::default(),
+    );
+    let svc = format!("svc-{}", common::unique("").replace('_', ""));
+    let s = svc.as_str();
+
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(
+            s,
+            "a",
+            vec![entry(s, "i1", 1, "passing"), entry(s, "i2", 2, "passing")],
+        ),
+    )
+    .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(s, "b", vec![entry(s, "j1", 7, "passing")]),
+    )
+    .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(
+            s,
+            "a",
+            vec![entry(s, "i1", 1, "passing"), entry(s, "i2", 2, "passing")],
+        ),
+    )
+    .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(
+            s,
+            "a",
+            vec![entry(s, "i1", 1, "passing"), entry(s, "i2", 22, "passing")],
+        ),
+    )
+    .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(s, "a", vec![entry(s, "i1", 1, "passing")]),
+    )
+    .await;
+    h.send_state(r, Kind::Snapshot, state(s, "a", vec![])).await;
+
+    common::eventually(60, "six changes published", || {
+        h.counters(AGENT, r).published >= 6
+    })
+    .await;
+    common::eventually(60, "the unchanged state counted", || {
+        h.counters(AGENT, r).unchanged >= 1
+    })
+    .await;
+    let c = h.counters(AGENT, r);
+    assert_eq!((c.published, c.unchanged), (6, 1), "{c:?}");
+
+    let changes = h.changes(r).await;
+    let expected: BTreeMap<String, Vec<(Kind, u16)>> = [
+        (
+            key(r, "a", s, "i1"),
+            vec![(Kind::Created, 1), (Kind::Deleted, 1)],
+        ),
+        (
+            key(r, "a", s, "i2"),
+            vec![(Kind::Created, 2), (Kind::Updated, 22), (Kind::Deleted, 22)],
+        ),
+        (key(r, "b", s, "j1"), vec![(Kind::Created, 7)]),
+    ]
+    .into();
+    assert_eq!(changes, expected);
+    supervisor.send(Shutdown).await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_restart_publishes_what_changed_while_down_and_reannounces_nothing() {
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("production-us-west-2", &[r]).await;
+    let s = "checkout";
+    let agents = || vec![AgentEntry::of::<InstanceConsulStateAgent>()];
+
+    let first = h.start(r, agents(), Backoff::default());
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(
+            s,
+            "a",
+            vec![
+                entry(s, "i1", 1, "passing"),
+                entry(s, "i2", 2, "passing"),
+                entry(s, "i3", 3, "passing"),
+            ],
+        ),
+    )
+    .await;
+    common::eventually(60, "first state processed", || {
+        h.counters(AGENT, r).published >= 3
+    })
+    .await;
+    first.send(Shutdown).await.unwrap();
+
+    // While the agent is down: i2 changes, i3 disappears, another service appears.
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(
+            s,
+            "a",
+            vec![entry(s, "i1", 1, "passing"), entry(s, "i2", 20, "passing")],
+        ),
+    )
+    .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state("search", "b", vec![entry("search", "k1", 9, "passing")]),
+    )
+    .await;
+
+    let restarted = Registry::default();
+    let second = RegionSupervisor::new(
+        h.topology.clone(),
+        RegionName::parse(r).unwrap(),
+        agents(),
+        restarted.clone(),
+        Backoff::default(),
+    )
+    .start();
+    let counters = || {
+        restarted
+            .get(AGENT, &RegionName::parse(r).unwrap())
+            .snapshot()
+    };
+    common::eventually(60, "records written while down processed", || {
+        counters().published >= 3
+    })
+    .await;
+    let c = counters();
+    assert_eq!(
+        c.records_in - c.skipped - c.dead_lettered,
+        2,
+        "resumes after the committed offset: {c:?}"
+    );
+    assert_eq!((c.published, c.unchanged), (3, 0), "{c:?}");
+
+    let changes = h.changes(r).await;
+    assert_eq!(
+        changes[&key(r, "a", s, "i1")],
+        [(Kind::Created, 1)],
+        "unchanged i1 is not re-announced"
+    );
+    assert_eq!(
+        changes[&key(r, "a", s, "i2")],
+        [(Kind::Created, 2), (Kind::Updated, 20)]
+    );
+    assert_eq!(
+        changes[&key(r, "a", s, "i3")],
+        [(Kind::Created, 3), (Kind::Deleted, 3)],
+        "the deletion while down is published"
+    );
+    assert_eq!(changes[&key(r, "b", "search", "k1")], [(Kind::Created, 9)]);
+    second.send(Shutdown).await.unwrap();
+}
+
+#[actix_web::test]
+async fn poison_records_are_dead_lettered_with_the_reason_and_the_pipeline_moves_on() {
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("stage-us-east-1", &[r]).await;
+    let supervisor = h.start(
+        r,
+        vec![AgentEntry::of::<InstanceConsulStateAgent>()],
+        Backoff::default(),
+    );
+
+    let malformed_key = common::unique("malformed");
+    let future_key = common::unique("v9");
+    h.send_raw(&malformed_key, b"{\"v\": 1, \"kind\": ").await;
+    let future = format!(
+        "{{\"v\":9,\"id\":\"00000000-0000-0000-0000-000000000000\",\"kind\":\"snapshot\",\"key\":\"{future_key}\",\"origin\":\"{r}\",\"time_us\":1,\"payload\":{{}}}}"
+    );
+    h.send_raw(&future_key, future.as_bytes()).await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state("after", "a", vec![entry("after", "x1", 5, "passing")]),
+    )
+    .await;
+
+    common::eventually(60, "the valid record after the poison is processed", || {
+        h.counters(AGENT, r).published >= 1
+    })
+    .await;
+    let changes = h.changes(r).await;
+    assert_eq!(changes[&key(r, "a", "after", "x1")], [(Kind::Created, 5)]);
+
+    // Every agent reading the shared topic dead-letters these; look for ours.
+    let home = h
+        .topology
+        .region_home(&RegionName::parse(r).unwrap())
+        .unwrap();
+    let dead_letters = TopicName::local(&catalog::DEAD_LETTERS.base());
+    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
+    common::eventually(30, "dead letters acknowledged", || {
+        h.counters(AGENT, r).dead_lettered >= 2
+    })
+    .await;
+    pipeline::read_to_end(&home, &dead_letters, &common::unique("dlq-reader"), |msg| {
+        let key = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let Some(headers) = msg.headers() else { return };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        if header(pipeline::HEADER_DLQ_REGION).as_deref() == Some(r) {
+            assert_eq!(
+                header(pipeline::HEADER_DLQ_TOPIC).as_deref(),
+                Some("mot-consul-app-state")
+            );
+            assert!(header(pipeline::HEADER_DLQ_OFFSET).is_some_and(|o| o.parse::<i64>().is_ok()));
+            assert!(header(pipeline::HEADER_DLQ_PARTITION).is_some());
+            reasons.insert(key, header(pipeline::HEADER_DLQ_REASON).unwrap_or_default());
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        reasons[&malformed_key].starts_with("malformed json"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[&future_key].starts_with("unsupported envelope version Some(9)"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        h.counters(AGENT, r).restarts,
+        0,
+        "bad data is not a failure"
+    );
+    supervisor.send(Shutdown).await.unwrap();
+}
+
+/// An agent that panics on every record of its region whose key says `boom`: a failing agent,
+/// for the supervision test. It is written as any agent is, which shows what an agent author
+/// writes.
+struct BoomAgent {
+    region: RegionName,
+}
+
+impl Agent for BoomAgent {
+    const NAME: &'static str = "BoomAgent";
+
+    fn source(_: &AgentContext) -> Source {
+        Source::Home(vec![TopicName::local(&catalog::CONSUL_APP_STATE.base())])
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        Ok(Self {
+            region: ctx.region.name.clone(),
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let key = String::from_utf8_lossy(incoming.key.as_deref().unwrap_or_default()).into_owned();
+        if key == format!("boom-{}", self.region) {
+            panic!("boom in {}", self.region);
+        }
+        Outcome::Skip
+    }
+}
+
+#[actix_web::test]
+async fn a_failing_agent_is_restarted_with_backoff_while_another_region_keeps_processing() {
+    let failing = common::unique_region();
+    let healthy = common::unique_region();
+    let (f, g) = (failing.as_str(), healthy.as_str());
+    let h = Harness::new("production-us-east-1", &[f, g]).await;
+    let a = h.start(f, vec![AgentEntry::of::<BoomAgent>()], fast_backoff());
+    let b = h.start(
+        g,
+        vec![AgentEntry::of::<InstanceConsulStateAgent>()],
+        fast_backoff(),
+    );
+
+    h.send_raw(&format!("boom-{f}"), b"{}").await;
+    for i in 0..10u16 {
+        h.send_state(
+            g,
+            Kind::Snapshot,
+            state(
+                "steady",
+                "a",
+                vec![entry("steady", "s1", 100 + i, "passing")],
+            ),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::eventually(60, "the healthy region processed all ten", || {
+        h.counters(AGENT, g).records_in >= 10
+    })
+    .await;
+    common::eventually(60, "the failing agent restarted repeatedly", || {
+        h.counters("BoomAgent", f).restarts >= 4
+    })
+    .await;
+
+    let failing_counters = h.counters("BoomAgent", f);
+    assert!(
+        failing_counters.last_backoff_ms >= 400,
+        "backoff grew to its cap: {failing_counters:?}"
+    );
+    let healthy_counters = h.counters(AGENT, g);
+    assert_eq!(healthy_counters.restarts, 0);
+    assert_eq!(healthy_counters.published, 10, "{healthy_counters:?}");
+    let changes = h.changes(g).await;
+    let ports: Vec<u16> = changes[&key(g, "a", "steady", "s1")]
+        .iter()
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(
+        ports,
+        (100..110).collect::<Vec<_>>(),
+        "every update, in order, while the other region failed"
+    );
+
+    a.send(Shutdown).await.unwrap();
+    b.send(Shutdown).await.unwrap();
+}
