@@ -14,7 +14,10 @@ use rdkafka::Message;
 
 use mot::actors::counters::{CountersSnapshot, Registry};
 use mot::actors::instance_consul_state::InstanceConsulStateAgent;
-use mot::actors::pipeline::{self, Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
+use mot::actors::pipeline::{
+    self, Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source,
+};
+use mot::actors::poller::{PollError, Poller};
 use mot::actors::supervisor::{AgentEntry, Backoff, RegionSupervisor, Shutdown};
 use mot::config::Config;
 use mot::models::consul::{
@@ -526,4 +529,161 @@ async fn a_failing_agent_is_restarted_with_backoff_while_another_region_keeps_pr
 
     a.send(Shutdown).await.unwrap();
     b.send(Shutdown).await.unwrap();
+}
+
+/// Where the Consul stand-in of the poller test listens (set by that test).
+static CONSUL_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A poller as a platform agent author writes one: GET a Consul health endpoint, turn it into a
+/// ConsulAppState, publish it when it changed.
+struct TestConsulPoller {
+    region: RegionName,
+    last: mot::actors::cache::LastRecordCache,
+}
+
+impl Poller for TestConsulPoller {
+    const NAME: &'static str = "TestConsulPoller";
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            last: Default::default(),
+        })
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
+    async fn poll(&mut self, http: &reqwest::Client) -> Result<Vec<Outgoing>, PollError> {
+        let url = format!("{}/v1/health/service/web", CONSUL_URL.get().unwrap());
+        let response = http.get(url).send().await?;
+        if !response.status().is_success() {
+            return Err(PollError::Status {
+                status: response.status().as_u16(),
+                body: String::new(),
+            });
+        }
+        let entries: Vec<ConsulServiceEntry> = response.json().await?;
+        let state = state("web", "a", entries);
+        let json = serde_json::to_vec(&state).unwrap();
+        let changes = self.last.diff_group("web", vec![(state.key(), json)]);
+        Ok(changes
+            .into_iter()
+            .map(|c| {
+                let head = Envelope::new(
+                    Kind::Snapshot,
+                    c.key,
+                    self.region.clone(),
+                    envelope::now_us(),
+                    (),
+                );
+                let cause = Incoming {
+                    topic: String::new(),
+                    partition: 0,
+                    offset: 0,
+                    key: None,
+                    value: None,
+                    headers: vec![],
+                    timestamp_ms: None,
+                };
+                Outgoing::envelope(
+                    TopicName::local(&catalog::CONSUL_APP_STATE.base()),
+                    "ConsulAppState",
+                    head,
+                    &c.json,
+                    &cause,
+                )
+                .unwrap()
+            })
+            .collect())
+    }
+}
+
+#[actix_web::test]
+async fn a_poller_publishes_platform_state_on_change_and_rides_out_platform_errors() {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use std::sync::{Arc, Mutex};
+
+    let answer: Arc<Mutex<(u16, serde_json::Value)>> = Arc::new(Mutex::new((
+        200,
+        serde_json::to_value(vec![
+            entry("web", "w1", 1, "passing"),
+            entry("web", "w2", 2, "passing"),
+        ])
+        .unwrap(),
+    )));
+    let shared = answer.clone();
+    let server = HttpServer::new(move || {
+        let shared = shared.clone();
+        App::new().route(
+            "/v1/health/service/web",
+            web::get().to(move || {
+                let (status, body) = shared.lock().unwrap().clone();
+                async move {
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                        .json(body)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let handle = actix_web::rt::spawn(server.run());
+    CONSUL_URL.set(format!("http://127.0.0.1:{port}")).unwrap();
+
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("production-us-west-2", &[r]).await;
+    let supervisor = h.start(
+        r,
+        vec![
+            AgentEntry::poller::<TestConsulPoller>(),
+            AgentEntry::of::<InstanceConsulStateAgent>(),
+        ],
+        fast_backoff(),
+    );
+    common::eventually(60, "both instances announced", || {
+        h.counters(AGENT, r).published >= 2
+    })
+    .await;
+    common::eventually(60, "polls find nothing new", || {
+        h.counters("TestConsulPoller", r).unchanged >= 3
+    })
+    .await;
+    assert_eq!(
+        h.counters("TestConsulPoller", r).published,
+        1,
+        "one change, one record"
+    );
+
+    *answer.lock().unwrap() = (503, serde_json::Value::Null);
+    common::eventually(60, "platform errors counted", || {
+        h.counters("TestConsulPoller", r).poll_errors >= 2
+    })
+    .await;
+    *answer.lock().unwrap() = (
+        200,
+        serde_json::to_value(vec![entry("web", "w1", 1, "passing")]).unwrap(),
+    );
+    common::eventually(60, "the disappearance published", || {
+        h.counters(AGENT, r).published >= 3
+    })
+    .await;
+
+    let changes = h.changes(r).await;
+    assert_eq!(changes[&key(r, "a", "web", "w1")], [(Kind::Created, 1)]);
+    assert_eq!(
+        changes[&key(r, "a", "web", "w2")],
+        [(Kind::Created, 2), (Kind::Deleted, 2)]
+    );
+    assert_eq!(
+        h.counters("TestConsulPoller", r).restarts,
+        0,
+        "a sick platform does not restart its poller"
+    );
+    supervisor.send(Shutdown).await.unwrap();
+    handle.abort();
 }

@@ -22,6 +22,8 @@ pub struct Counters {
     pub skipped: AtomicU64,
     /// Records sent to the dead-letter topic (acknowledged).
     pub dead_lettered: AtomicU64,
+    /// Polls of a platform API that got no answer (pollers only).
+    pub poll_errors: AtomicU64,
     /// Times the agent was restarted by its supervisor.
     pub restarts: AtomicU64,
     /// The backoff before the latest restart, in milliseconds.
@@ -36,6 +38,7 @@ pub struct CountersSnapshot {
     pub unchanged: u64,
     pub skipped: u64,
     pub dead_lettered: u64,
+    pub poll_errors: u64,
     pub restarts: u64,
     pub last_backoff_ms: u64,
 }
@@ -55,6 +58,7 @@ impl Counters {
             unchanged: get(&self.unchanged),
             skipped: get(&self.skipped),
             dead_lettered: get(&self.dead_lettered),
+            poll_errors: get(&self.poll_errors),
             restarts: get(&self.restarts),
             last_backoff_ms: get(&self.last_backoff_ms),
         }

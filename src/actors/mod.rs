@@ -1,18 +1,20 @@
 //! The agents: each an actix actor, supervised per region, forming pipelines over Kafka topics.
 //!
 //! - [`pipeline`]: the machinery every agent runs (source, sink, dead letters, ordered offsets);
+//! - [`poller`]: the other source: a timer and an HTTP client, for platform APIs;
 //! - [`cache`]: the last-record cache agents diff against;
 //! - [`supervisor`]: a supervisor actor per region, restarting failed agents with backoff;
 //! - [`counters`]: per agent and region counters;
 //! - one file per agent.
 //!
-//! Adding an agent: write its file (a type implementing [`pipeline::Agent`]) and add one line to
-//! [`REGIONAL_AGENTS`].
+//! Adding an agent: write its file (a type implementing [`pipeline::Agent`], or
+//! [`poller::Poller`] for a platform poller) and add one line to [`REGIONAL_AGENTS`].
 
 pub mod cache;
 pub mod counters;
 pub mod instance_consul_state;
 pub mod pipeline;
+pub mod poller;
 pub mod supervisor;
 
 use supervisor::AgentEntry;

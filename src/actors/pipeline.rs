@@ -24,8 +24,8 @@ use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -324,22 +324,20 @@ fn kebab(name: &str) -> String {
     out
 }
 
-/// Produces every record one consumed record caused; resolves once all are acknowledged.
+/// Hands every record one consumed record caused to the producer now, in order (so records
+/// keep the order they were processed in), and resolves once all are acknowledged.
 fn deliver(
     producer: &HomeProducer,
     cause: Incoming,
     outgoing: Vec<Outgoing>,
     delivered: Delivered,
 ) -> impl Future<Output = Settlement> {
-    let producer = producer.clone();
+    let enqueued: Vec<Result<DeliveryFuture, KafkaError>> =
+        outgoing.iter().map(|out| enqueue(producer, out)).collect();
     async move {
-        let sends: Vec<_> = outgoing
-            .into_iter()
-            .map(|out| produce(&producer, out))
-            .collect();
         let mut result = Ok(delivered);
-        for send in sends {
-            if let Err(e) = send.await {
+        for delivery in enqueued {
+            if let Err(e) = acknowledged(delivery).await {
                 result = Err(e);
             }
         }
@@ -352,32 +350,45 @@ fn deliver(
     }
 }
 
-/// Produces one record to the home cluster; resolves when the broker acknowledged it.
-pub fn produce(
-    producer: &HomeProducer,
-    out: Outgoing,
-) -> impl Future<Output = Result<(), KafkaError>> {
-    let producer = producer.inner.clone();
-    async move {
-        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-        for (key, value) in &out.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
+/// Hands one record to the home cluster's producer, which copies it, and returns the future of
+/// its acknowledgement. The producer's queue is bounded: when it is full this waits for room
+/// (the sink is slower than the source) rather than dropping or growing anything.
+pub fn enqueue(producer: &HomeProducer, out: &Outgoing) -> Result<DeliveryFuture, KafkaError> {
+    let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+    for (key, value) in &out.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let mut record = FutureRecord::to(out.topic.as_str())
+        .key(&out.key)
+        .payload(&out.value)
+        .headers(headers);
+    if let Some(ts) = out.timestamp_ms {
+        record = record.timestamp(ts);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match producer.inner.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if std::time::Instant::now() < deadline =>
+            {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
         }
-        let mut record = FutureRecord::to(out.topic.as_str())
-            .key(&out.key)
-            .payload(&out.value)
-            .headers(headers);
-        if let Some(ts) = out.timestamp_ms {
-            record = record.timestamp(ts);
-        }
-        producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+    }
+}
+
+/// Waits for the broker's acknowledgement of an enqueued record.
+pub async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+    match delivery?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::counters::{Counters, Registry};
 use super::pipeline::{run_agent, Agent, AgentContext, PipelineError};
+use super::poller::{run_poller, Poller};
 use crate::topics::names::RegionName;
 use crate::topics::topology::Topology;
 
@@ -41,6 +42,23 @@ impl AgentEntry {
             start: start_agent::<A>,
         }
     }
+}
+
+impl AgentEntry {
+    /// The entry for poller `P`.
+    pub const fn poller<P: Poller>() -> Self {
+        Self {
+            name: P::NAME,
+            start: start_poller::<P>,
+        }
+    }
+}
+
+fn start_poller<P: Poller>(
+    ctx: AgentContext,
+    stop: watch::Receiver<bool>,
+) -> LocalBoxFuture<'static, Result<(), PipelineError>> {
+    Box::pin(run_poller::<P>(ctx, stop))
 }
 
 impl std::fmt::Debug for AgentEntry {

@@ -79,6 +79,11 @@ impl HomeProducer {
 }
 
 impl HomeProducer {
+    /// Serves delivery reports for up to `timeout` (used while waiting for queue room).
+    pub fn poll(&self, timeout: Duration) {
+        self.inner.poll(timeout);
+    }
+
     /// Waits (up to 10 s) until every record handed to the producer is acknowledged.
     pub fn inner_flush(&self) {
         use rdkafka::producer::Producer;
