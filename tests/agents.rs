@@ -687,3 +687,138 @@ async fn a_poller_publishes_platform_state_on_change_and_rides_out_platform_erro
     supervisor.send(Shutdown).await.unwrap();
     handle.abort();
 }
+
+/// Keyspace of the Cassandra-sink test (set by that test).
+static SINK_KEYSPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// An agent whose sink is Cassandra: it writes each ConsulAppState of its region as a row, with
+/// the event time as the write timestamp, and reports the acknowledged write.
+struct CassandraSinkAgent {
+    region: RegionName,
+    session: std::sync::Arc<scylla::client::session::Session>,
+    insert: scylla::statement::prepared::PreparedStatement,
+}
+
+impl Agent for CassandraSinkAgent {
+    const NAME: &'static str = "CassandraSinkAgent";
+
+    fn source(_: &AgentContext) -> Source {
+        Source::Home(vec![TopicName::local(&catalog::CONSUL_APP_STATE.base())])
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let other = |e: &dyn std::fmt::Display| PipelineError::Other(e.to_string());
+        let session = mot::store::connect(&ctx.topology.config().cassandra)
+            .await
+            .map_err(|e| other(&e))?;
+        let ks = SINK_KEYSPACE.get().unwrap();
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {ks}.states (key, instance_count) VALUES (?, ?) USING TIMESTAMP ?"
+            ))
+            .await
+            .map_err(|e| other(&e))?;
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            session,
+            insert,
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let input = match envelope::decode::<ConsulAppState>(
+            incoming.key.as_deref(),
+            incoming.value.as_deref(),
+        ) {
+            Ok(input) => input,
+            Err(e) => return Outcome::Reject(e.to_string()),
+        };
+        if input.origin != self.region {
+            return Outcome::Skip;
+        }
+        let entries = input.payload.entries.len() as i32;
+        match self
+            .session
+            .execute_unpaged(&self.insert, (&input.key, entries, input.time_us))
+            .await
+        {
+            Ok(_) => Outcome::Stored(1),
+            Err(e) => panic!("cassandra write failed: {e}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_cassandra_sink_stores_each_record_and_counts_the_acknowledged_writes() {
+    let keyspace = common::unique("mot_sink");
+    SINK_KEYSPACE.set(keyspace.clone()).unwrap();
+    let config = common::dev_config();
+    let session = mot::store::connect(&config.cassandra).await.unwrap();
+    session
+        .query_unpaged(format!("CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"), ())
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!("CREATE TABLE {keyspace}.states (key text PRIMARY KEY, instance_count int)"),
+            (),
+        )
+        .await
+        .unwrap();
+
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("test-us-east-1", &[r]).await;
+    let supervisor = h.start(
+        r,
+        vec![AgentEntry::of::<CassandraSinkAgent>()],
+        fast_backoff(),
+    );
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state("web", "a", vec![entry("web", "w1", 1, "passing")]),
+    )
+    .await;
+    h.send_state(r, Kind::Snapshot, state("web", "b", vec![]))
+        .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state(
+            "web",
+            "a",
+            vec![
+                entry("web", "w1", 1, "passing"),
+                entry("web", "w2", 2, "passing"),
+            ],
+        ),
+    )
+    .await;
+    common::eventually(60, "three writes acknowledged", || {
+        h.counters("CassandraSinkAgent", r).published >= 3
+    })
+    .await;
+
+    let rows = session
+        .query_unpaged(
+            format!("SELECT key, instance_count FROM {keyspace}.states"),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let mut got: Vec<(String, i32)> = rows
+        .rows::<(String, i32)>()
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, [("a/web".to_owned(), 2), ("b/web".to_owned(), 0)]);
+    supervisor.send(Shutdown).await.unwrap();
+    session
+        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .unwrap();
+}

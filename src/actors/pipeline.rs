@@ -170,6 +170,10 @@ impl Outgoing {
 pub enum Outcome {
     /// Publish these (none: the record changed nothing).
     Publish(Vec<Outgoing>),
+    /// The agent wrote the record's result to a sink of its own (Cassandra, a scheduler) and the
+    /// sink acknowledged `n` writes: the hook for sinks other than Kafka. The offset is stored
+    /// like any other, after this outcome is returned.
+    Stored(u64),
     /// Not for this agent (e.g. another region's record on a shared topic).
     Skip,
     /// Bad data: dead-letter it with this reason and move on.
@@ -276,6 +280,7 @@ pub async fn run_agent<A: Agent>(
                         let n = records.len() as u64;
                         (records, Delivered::Published(n))
                     }
+                    Outcome::Stored(n) => (Vec::new(), Delivered::Published(n)),
                     Outcome::Skip => {
                         Counters::add(&counters.skipped, 1);
                         (Vec::new(), Delivered::Nothing)
