@@ -43,6 +43,7 @@ struct Harness {
 impl Harness {
     /// Regions homed on `home`, whose topics exist there (as `mot run` ensures at start).
     async fn new(home: &str, regions: &[&str]) -> Self {
+        common::init_tracing();
         let pairs: Vec<(&str, &str)> = regions.iter().map(|r| (*r, home)).collect();
         let config = Config::from_toml(
             Path::new("agents-test.toml"),

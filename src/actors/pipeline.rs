@@ -269,7 +269,18 @@ pub async fn run_agent<A: Agent>(
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => settle(&consumer, &counters, done)?,
             received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT => {
-                let incoming = Incoming::from_message(&received?);
+                let message = match received {
+                    Ok(message) => message,
+                    // Consumption errors (a topic not yet known to a fresh broker, a coordinator
+                    // loading, a broker briefly away) are reports; librdkafka recovers by itself.
+                    Err(KafkaError::MessageConsumption(code)) => {
+                        tracing::warn!(agent = A::NAME, region = %ctx.region.name, ?code, "consumer reported an error; continuing");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let incoming = Incoming::from_message(&message);
                 Counters::add(&counters.records_in, 1);
                 let (outgoing, delivered) = match agent.process(&incoming).await {
                     Outcome::Publish(records) if records.is_empty() => {
@@ -481,8 +492,7 @@ pub async fn read_to_end(
     let mut assignment = TopicPartitionList::new();
     let mut pending: VecDeque<(i32, i64)> = VecDeque::new();
     for partition in partitions {
-        let (low, high) =
-            consumer.fetch_watermarks(topic.as_str(), partition, Duration::from_secs(30))?;
+        let (low, high) = watermarks(&consumer, topic, partition).await?;
         if high > low {
             assignment.add_partition_offset(topic.as_str(), partition, Offset::Beginning)?;
             pending.push_back((partition, high));
@@ -504,6 +514,27 @@ pub async fn read_to_end(
         pending.retain(|&(p, high)| !(p == partition && offset + 1 >= high));
     }
     Ok(read)
+}
+
+/// A partition's low and high watermarks. A topic created moments ago may have no leader yet
+/// (`NotLeaderForPartition`, `LeaderNotAvailable`): that settles within seconds, so it is retried
+/// here rather than failing the agent.
+async fn watermarks(
+    consumer: &StreamConsumer,
+    topic: &TopicName,
+    partition: i32,
+) -> Result<(i64, i64), KafkaError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic.as_str(), partition, Duration::from_secs(10)) {
+            Ok(marks) => return Ok(marks),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%topic, partition, error = %e, "watermarks not available yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// An envelope header for an outgoing record of `kind`.

@@ -103,3 +103,14 @@ pub async fn eventually(secs: u64, what: &str, mut condition: impl FnMut() -> bo
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Sends mot's logs to the test's captured output (shown when a test fails).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
