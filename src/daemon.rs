@@ -19,16 +19,7 @@ use crate::web;
 
 /// Runs until SIGINT or SIGTERM. Must be called inside an actix system.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let topology = Topology::new(&config);
-    let problems = topology.check();
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        anyhow::bail!(
-            "the topology has {} problem(s):\n{}",
-            problems.len(),
-            list.join("\n")
-        );
-    }
+    let topology = Topology::checked(&config)?;
     ensure_home_topics(&topology).await;
 
     let registry = Registry::default();

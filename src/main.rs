@@ -91,18 +91,7 @@ enum Format {
 /// Loads the config and refuses a topology that breaks the etiquette or is incomplete.
 fn checked_topology(path: &std::path::Path) -> anyhow::Result<Topology> {
     let config = Config::load(path)?;
-    let topology = Topology::new(&config);
-    let problems = topology.check();
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        anyhow::bail!(
-            "{}: the topology has {} problem(s):\n{}",
-            path.display(),
-            problems.len(),
-            list.join("\n")
-        );
-    }
-    Ok(topology)
+    Topology::checked(&config).with_context(|| path.display().to_string())
 }
 
 fn main() -> ExitCode {

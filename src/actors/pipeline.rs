@@ -141,15 +141,7 @@ impl Outgoing {
         cause: &Incoming,
     ) -> Result<Self, serde_json::Error> {
         let raw: &serde_json::value::RawValue = serde_json::from_slice(payload_json)?;
-        let full = envelope::Envelope {
-            v: envelope.v,
-            id: envelope.id,
-            kind: envelope.kind,
-            key: envelope.key,
-            origin: envelope.origin,
-            time_us: envelope.time_us,
-            payload: raw,
-        };
+        let full = envelope.with_payload(raw);
         let mut headers = vec![(
             envelope::HEADER_EVENT_TYPE.to_owned(),
             format!("{payload_type}.{}", full.kind.as_str()).into_bytes(),

@@ -97,6 +97,21 @@ impl<T> Envelope<T> {
     }
 }
 
+impl<T> Envelope<T> {
+    /// The same event with another payload (a parsed or a raw one).
+    pub fn with_payload<U>(self, payload: U) -> Envelope<U> {
+        Envelope {
+            v: self.v,
+            id: self.id,
+            kind: self.kind,
+            key: self.key,
+            origin: self.origin,
+            time_us: self.time_us,
+            payload,
+        }
+    }
+}
+
 /// A payload that can say whether it makes sense beyond its JSON shape.
 pub trait Validate {
     /// `Err(reason)` when the record must not be processed.
@@ -137,7 +152,7 @@ pub fn decode<T: DeserializeOwned + Validate>(
     if version != Some(u64::from(VERSION)) {
         return Err(DecodeError::UnsupportedVersion { found: version });
     }
-    let envelope: Envelope<serde_json::Value> =
+    let mut envelope: Envelope<serde_json::Value> =
         serde_json::from_value(json).map_err(|e| DecodeError::InvalidEnvelope(e.to_string()))?;
     let record_key = record_key.map(|k| String::from_utf8_lossy(k).into_owned());
     if record_key.as_deref() != Some(envelope.key.as_str()) {
@@ -146,18 +161,10 @@ pub fn decode<T: DeserializeOwned + Validate>(
             envelope: envelope.key,
         });
     }
-    let payload: T = serde_json::from_value(envelope.payload)
+    let payload: T = serde_json::from_value(std::mem::take(&mut envelope.payload))
         .map_err(|e| DecodeError::InvalidPayload(e.to_string()))?;
     payload.validate().map_err(DecodeError::InvalidPayload)?;
-    Ok(Envelope {
-        v: envelope.v,
-        id: envelope.id,
-        kind: envelope.kind,
-        key: envelope.key,
-        origin: envelope.origin,
-        time_us: envelope.time_us,
-        payload,
-    })
+    Ok(envelope.with_payload(payload))
 }
 
 /// Microseconds since the Unix epoch, now.

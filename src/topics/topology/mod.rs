@@ -74,6 +74,13 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A topology refused by [`Topology::checked`]: every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("the topology has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct TopologyError {
+    pub problems: Vec<Problem>,
+}
+
 /// A topic's journey over one hop, carried by a localizer or MirrorMaker 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedRoute {
@@ -181,6 +188,18 @@ impl Topology {
     pub fn new(config: &Config) -> Self {
         Self {
             config: config.clone(),
+        }
+    }
+
+    /// The topology of `config`, refused when it breaks a rule of Kafka etiquette or is
+    /// incomplete.
+    pub fn checked(config: &Config) -> Result<Self, TopologyError> {
+        let topology = Self::new(config);
+        let problems = topology.check();
+        if problems.is_empty() {
+            Ok(topology)
+        } else {
+            Err(TopologyError { problems })
         }
     }
 
