@@ -9,11 +9,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use actix::{Actor, Addr};
 
 use crate::actors::counters::Registry;
-use crate::actors::supervisor::{Backoff, RegionSupervisor, Shutdown};
-use crate::actors::REGIONAL_AGENTS;
-use crate::config::{Config, Role};
+use std::collections::BTreeMap;
+
+use crate::actors::supervisor::{AgentSpec, Backoff, RegionSupervisor, Shutdown};
+use crate::actors::{LOCALIZER, REGIONAL_AGENTS};
+use crate::config::{Carrier, Config, Role};
 use crate::topics::clients::{self, ClusterAdmin};
-use crate::topics::names::ClusterName;
+use crate::topics::names::{ClusterName, RegionName};
 use crate::topics::topology::Topology;
 use crate::web;
 
@@ -23,7 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ensure_home_topics(&topology).await;
 
     let registry = Registry::default();
-    let supervisors = start_regional_layer(&topology, &registry);
+    let supervisors = start_agents(&topology, &registry);
 
     let mut web_server = None;
     if config.runs(Role::Service) {
@@ -61,21 +63,58 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a supervisor, with every regional agent, for each region this process hosts.
-fn start_regional_layer(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupervisor>> {
+/// Starts one supervisor per region for the agents this process's roles run for that region:
+/// the regional agents of the regions it hosts, and the localizers of the routes whose
+/// destination is one of its datacenters (routes into the central cluster with the persistence
+/// layer, the others with the regional layer of the region whose topic they carry).
+fn start_agents(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupervisor>> {
     let config = topology.config();
-    if !config.runs(Role::Regional) {
-        return Vec::new();
+    let hosted = |region: &RegionName| {
+        config.runs(Role::Regional)
+            && (config.node.regions.is_empty() || config.node.regions.contains(region))
+    };
+    let mut specs: BTreeMap<RegionName, Vec<AgentSpec>> = BTreeMap::new();
+    for region in &config.regions {
+        if hosted(&region.name) {
+            let regional = REGIONAL_AGENTS
+                .iter()
+                .filter_map(|entry| AgentSpec::regional(*entry, topology, &region.name));
+            specs
+                .entry(region.name.clone())
+                .or_default()
+                .extend(regional);
+        }
     }
-    config
-        .regions
-        .iter()
-        .filter(|r| config.node.regions.is_empty() || config.node.regions.contains(&r.name))
-        .map(|r| {
+    let central = &topology.central_region().cluster;
+    for route in topology
+        .routes()
+        .into_iter()
+        .filter(|r| r.carrier == Carrier::Mot)
+    {
+        let runs_here = if &route.to == central {
+            config.runs(Role::Persistence)
+        } else {
+            hosted(&route.region)
+        };
+        if runs_here {
+            specs
+                .entry(route.region.clone())
+                .or_default()
+                .push(AgentSpec {
+                    entry: LOCALIZER,
+                    name: format!("Localizer[{} -> {}]", route.topic, route.to),
+                    home: topology.localizer_home(&route),
+                    route: Some(route),
+                });
+        }
+    }
+    specs
+        .into_iter()
+        .map(|(region, agents)| {
             RegionSupervisor::new(
                 topology.clone(),
-                r.name.clone(),
-                REGIONAL_AGENTS.to_vec(),
+                region,
+                agents,
                 registry.clone(),
                 Backoff::default(),
             )

@@ -71,10 +71,10 @@ impl Harness {
         agents: Vec<AgentEntry>,
         backoff: Backoff,
     ) -> Addr<RegionSupervisor> {
-        RegionSupervisor::new(
+        RegionSupervisor::regional(
             self.topology.clone(),
             RegionName::parse(region).unwrap(),
-            agents,
+            &agents,
             self.registry.clone(),
             backoff,
         )
@@ -316,10 +316,10 @@ async fn a_restart_publishes_what_changed_while_down_and_reannounces_nothing() {
     .await;
 
     let restarted = Registry::default();
-    let second = RegionSupervisor::new(
+    let second = RegionSupervisor::regional(
         h.topology.clone(),
         RegionName::parse(r).unwrap(),
-        agents(),
+        &agents(),
         restarted.clone(),
         Backoff::default(),
     )
@@ -454,8 +454,10 @@ struct BoomAgent {
 impl Agent for BoomAgent {
     const NAME: &'static str = "BoomAgent";
 
-    fn source(_: &AgentContext) -> Source {
-        Source::Home(vec![TopicName::local(&catalog::CONSUL_APP_STATE.base())])
+    fn source(_: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Home(vec![TopicName::local(
+            &catalog::CONSUL_APP_STATE.base(),
+        )]))
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
@@ -703,8 +705,10 @@ struct CassandraSinkAgent {
 impl Agent for CassandraSinkAgent {
     const NAME: &'static str = "CassandraSinkAgent";
 
-    fn source(_: &AgentContext) -> Source {
-        Source::Home(vec![TopicName::local(&catalog::CONSUL_APP_STATE.base())])
+    fn source(_: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Home(vec![TopicName::local(
+            &catalog::CONSUL_APP_STATE.base(),
+        )]))
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {

@@ -68,26 +68,26 @@ impl Counters {
 /// Every agent's counters, by agent name and region. Cloning shares the registry.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    counters: Arc<DashMap<(&'static str, RegionName), Arc<Counters>>>,
+    counters: Arc<DashMap<(String, RegionName), Arc<Counters>>>,
 }
 
 impl Registry {
     /// The counters of `agent` in `region`, created on first use.
-    pub fn get(&self, agent: &'static str, region: &RegionName) -> Arc<Counters> {
+    pub fn get(&self, agent: &str, region: &RegionName) -> Arc<Counters> {
         self.counters
-            .entry((agent, region.clone()))
+            .entry((agent.to_owned(), region.clone()))
             .or_default()
             .clone()
     }
 
     /// A snapshot of every agent's counters.
-    pub fn snapshot(&self) -> Vec<(&'static str, RegionName, CountersSnapshot)> {
+    pub fn snapshot(&self) -> Vec<(String, RegionName, CountersSnapshot)> {
         let mut all: Vec<_> = self
             .counters
             .iter()
-            .map(|e| (e.key().0, e.key().1.clone(), e.value().snapshot()))
+            .map(|e| (e.key().0.clone(), e.key().1.clone(), e.value().snapshot()))
             .collect();
-        all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         all
     }
 }

@@ -132,8 +132,10 @@ impl InstanceConsulStateAgent {
 impl Agent for InstanceConsulStateAgent {
     const NAME: &'static str = "InstanceConsulStateAgent";
 
-    fn source(_: &AgentContext) -> Source {
-        Source::Home(vec![TopicName::local(&catalog::CONSUL_APP_STATE.base())])
+    fn source(_: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Home(vec![TopicName::local(
+            &catalog::CONSUL_APP_STATE.base(),
+        )]))
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
@@ -256,7 +258,7 @@ mod tests {
             .into_iter()
             .map(|o| {
                 let env: Envelope<InstanceInfo> =
-                    envelope::decode(Some(&o.key), Some(&o.value)).unwrap();
+                    envelope::decode(o.key.as_deref(), o.value.as_deref()).unwrap();
                 assert!(
                     o.headers.iter().any(|(k, _)| k == "traceparent"),
                     "trace context carried"

@@ -13,13 +13,17 @@
 pub mod cache;
 pub mod counters;
 pub mod instance_consul_state;
+pub mod localizer;
 pub mod pipeline;
 pub mod poller;
 pub mod supervisor;
 
 use supervisor::AgentEntry;
 
-/// The agents every region's supervisor runs.
+/// The agents every region's supervisor runs in the region's own datacenter.
 pub const REGIONAL_AGENTS: &[AgentEntry] = &[AgentEntry::of::<
     instance_consul_state::InstanceConsulStateAgent,
 >()];
+
+/// mot's mirror: one instance per route hop carried by mot, in the route's destination.
+pub const LOCALIZER: AgentEntry = AgentEntry::of::<localizer::Localizer>();

@@ -123,8 +123,10 @@ impl Incoming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub topic: TopicName,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    /// `None` keeps a keyless record keyless (a localizer copies what it finds).
+    pub key: Option<Vec<u8>>,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
     /// Record timestamp to keep (a localizer keeps the source's); `None` lets Kafka set it.
     pub timestamp_ms: Option<i64>,
@@ -149,8 +151,8 @@ impl Outgoing {
         headers.extend(cause.trace_headers());
         Ok(Self {
             topic,
-            key: full.key.clone().into_bytes(),
-            value: serde_json::to_vec(&full)?,
+            key: Some(full.key.clone().into_bytes()),
+            value: Some(serde_json::to_vec(&full)?),
             headers,
             timestamp_ms: None,
         })
@@ -192,6 +194,8 @@ pub struct AgentContext {
     pub home: HomeCluster,
     /// Its counters.
     pub counters: Arc<Counters>,
+    /// For a localizer: the route hop it carries.
+    pub route: Option<crate::topics::topology::PlannedRoute>,
 }
 
 /// An agent: one simple action, triggered by a record from a source, that may publish results.
@@ -203,7 +207,7 @@ pub trait Agent: Sized + 'static {
     const NAME: &'static str;
 
     /// Where it reads.
-    fn source(ctx: &AgentContext) -> Source;
+    fn source(ctx: &AgentContext) -> Result<Source, PipelineError>;
 
     /// Builds the agent for one region: load what it needs (e.g. rebuild its cache).
     fn build(ctx: &AgentContext) -> impl Future<Output = Result<Self, PipelineError>>;
@@ -237,7 +241,7 @@ pub async fn run_agent<A: Agent>(
 ) -> Result<(), PipelineError> {
     let mut agent = A::build(&ctx).await?;
     let group = consumer_group(A::NAME, &ctx);
-    let (consumer, topics) = match A::source(&ctx) {
+    let (consumer, topics) = match A::source(&ctx)? {
         Source::Home(topics) => (ctx.home.consumer(&group)?, topics),
         Source::Foreign(sub) => (sub.consumer(&group)?, vec![sub.topic_to_read().clone()]),
     };
@@ -369,10 +373,14 @@ pub fn enqueue(producer: &HomeProducer, out: &Outgoing) -> Result<DeliveryFuture
             value: Some(value),
         });
     }
-    let mut record = FutureRecord::to(out.topic.as_str())
-        .key(&out.key)
-        .payload(&out.value)
-        .headers(headers);
+    let mut record: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(out.topic.as_str()).headers(headers);
+    if let Some(key) = &out.key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(value) = &out.value {
+        record = record.payload(value.as_slice());
+    }
     if let Some(ts) = out.timestamp_ms {
         record = record.timestamp(ts);
     }
@@ -455,8 +463,8 @@ fn dead_letter(
     ]);
     Outgoing {
         topic: topic.clone(),
-        key: incoming.key.clone().unwrap_or_default(),
-        value: incoming.value.clone().unwrap_or_default(),
+        key: incoming.key.clone(),
+        value: incoming.value.clone(),
         headers,
         timestamp_ms: incoming.timestamp_ms,
     }

@@ -20,7 +20,9 @@ use tokio::sync::{oneshot, watch};
 use super::counters::{Counters, Registry};
 use super::pipeline::{run_agent, Agent, AgentContext, PipelineError};
 use super::poller::{run_poller, Poller};
+use crate::topics::clients::HomeCluster;
 use crate::topics::names::RegionName;
+use crate::topics::topology::PlannedRoute;
 use crate::topics::topology::Topology;
 
 type StartFn =
@@ -103,15 +105,41 @@ impl Backoff {
     }
 }
 
+/// One agent instance a supervisor runs: which agent, under what name, in which datacenter.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The agent.
+    pub entry: AgentEntry,
+    /// The instance's name in logs and counters: the agent's name, or for a localizer the hop it
+    /// carries.
+    pub name: String,
+    /// The cluster of the datacenter it runs in.
+    pub home: HomeCluster,
+    /// The route a localizer carries.
+    pub route: Option<PlannedRoute>,
+}
+
+impl AgentSpec {
+    /// `entry` running in `region`'s own datacenter.
+    pub fn regional(entry: AgentEntry, topology: &Topology, region: &RegionName) -> Option<Self> {
+        Some(Self {
+            entry,
+            name: entry.name.to_owned(),
+            home: topology.region_home(region)?,
+            route: None,
+        })
+    }
+}
+
 /// Owns one region's agents.
 pub struct RegionSupervisor {
     region: RegionName,
     topology: Topology,
-    agents: Vec<AgentEntry>,
+    agents: Vec<AgentSpec>,
     registry: Registry,
     backoff: Backoff,
     stop: watch::Sender<bool>,
-    state: HashMap<&'static str, AgentState>,
+    state: HashMap<String, AgentState>,
     stopping: bool,
     drained: Vec<oneshot::Sender<()>>,
 }
@@ -124,11 +152,26 @@ struct AgentState {
 }
 
 impl RegionSupervisor {
+    /// A supervisor for `entries`, each running in `region`'s own datacenter.
+    pub fn regional(
+        topology: Topology,
+        region: RegionName,
+        entries: &[AgentEntry],
+        registry: Registry,
+        backoff: Backoff,
+    ) -> Self {
+        let specs = entries
+            .iter()
+            .filter_map(|e| AgentSpec::regional(*e, &topology, &region))
+            .collect();
+        Self::new(topology, region, specs, registry, backoff)
+    }
+
     /// A supervisor for `region`'s `agents`, counting into `registry`.
     pub fn new(
         topology: Topology,
         region: RegionName,
-        agents: Vec<AgentEntry>,
+        agents: Vec<AgentSpec>,
         registry: Registry,
         backoff: Backoff,
     ) -> Self {
@@ -146,27 +189,24 @@ impl RegionSupervisor {
         }
     }
 
-    fn launch(&mut self, entry: AgentEntry, ctx: &mut Context<Self>) {
-        let counters = self.registry.get(entry.name, &self.region);
-        let (Some(region), Some(home)) = (
-            self.topology.config().region(&self.region),
-            self.topology.region_home(&self.region),
-        ) else {
+    fn launch(&mut self, spec: AgentSpec, ctx: &mut Context<Self>) {
+        let Some(region) = self.topology.config().region(&self.region) else {
             tracing::error!(region = %self.region, "region is not in the topology; agent not started");
             return;
         };
         let agent_ctx = AgentContext {
             region: region.clone(),
             topology: self.topology.clone(),
-            home,
-            counters,
+            home: spec.home.clone(),
+            counters: self.registry.get(&spec.name, &self.region),
+            route: spec.route.clone(),
         };
-        let work = (entry.start)(agent_ctx, self.stop.subscribe());
-        let state = self.state.entry(entry.name).or_default();
+        let work = (spec.entry.start)(agent_ctx, self.stop.subscribe());
+        let state = self.state.entry(spec.name.clone()).or_default();
         state.running = true;
         state.started_at = Some(Instant::now());
         AgentActor {
-            name: entry.name,
+            name: spec.name,
             region: self.region.clone(),
             work: Some(work),
             supervisor: ctx.address(),
@@ -184,10 +224,11 @@ impl Actor for RegionSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
-        for entry in self.agents.clone() {
-            self.launch(entry, ctx);
+        for spec in self.agents.clone() {
+            self.launch(spec, ctx);
         }
-        tracing::info!(region = %self.region, agents = ?self.agents, "region supervisor started");
+        let names: Vec<&str> = self.agents.iter().map(|a| a.name.as_str()).collect();
+        tracing::info!(region = %self.region, agents = ?names, "region supervisor started");
     }
 }
 
@@ -195,7 +236,7 @@ impl Actor for RegionSupervisor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct AgentExited {
-    name: &'static str,
+    name: String,
     result: Result<(), PipelineError>,
 }
 
@@ -203,11 +244,11 @@ impl Handler<AgentExited> for RegionSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: AgentExited, ctx: &mut Self::Context) {
-        let state = self.state.entry(msg.name).or_default();
+        let state = self.state.entry(msg.name.clone()).or_default();
         state.running = false;
         if self.stopping {
             if let Err(error) = &msg.result {
-                tracing::warn!(region = %self.region, agent = msg.name, %error, "agent failed while stopping");
+                tracing::warn!(region = %self.region, agent = %msg.name, %error, "agent failed while stopping");
             }
             if self.all_stopped() {
                 for waiter in self.drained.drain(..) {
@@ -223,7 +264,7 @@ impl Handler<AgentExited> for RegionSupervisor {
             state.consecutive_failures + 1
         };
         let delay = self.backoff.delay(state.consecutive_failures);
-        let counters = self.registry.get(msg.name, &self.region);
+        let counters = self.registry.get(&msg.name, &self.region);
         Counters::add(&counters.restarts, 1);
         counters.last_backoff_ms.store(
             delay.as_millis() as u64,
@@ -233,14 +274,14 @@ impl Handler<AgentExited> for RegionSupervisor {
             Ok(()) => "its source ended".to_owned(),
             Err(e) => e.to_string(),
         };
-        tracing::error!(region = %self.region, agent = msg.name, %reason, restart_in_ms = delay.as_millis() as u64,
+        tracing::error!(region = %self.region, agent = %msg.name, %reason, restart_in_ms = delay.as_millis() as u64,
             failures = state.consecutive_failures, "agent stopped; restarting");
-        let Some(entry) = self.agents.iter().copied().find(|a| a.name == msg.name) else {
+        let Some(spec) = self.agents.iter().find(|a| a.name == msg.name).cloned() else {
             return;
         };
         ctx.run_later(delay, move |act, ctx| {
             if !act.stopping {
-                act.launch(entry, ctx);
+                act.launch(spec, ctx);
             }
         });
     }
@@ -271,7 +312,7 @@ impl Handler<Shutdown> for RegionSupervisor {
 
 /// One agent of one region: runs its pipeline and reports how it ended.
 pub struct AgentActor {
-    name: &'static str,
+    name: String,
     region: RegionName,
     work: Option<LocalBoxFuture<'static, Result<(), PipelineError>>>,
     supervisor: Addr<RegionSupervisor>,
@@ -285,7 +326,11 @@ impl Actor for AgentActor {
             ctx.stop();
             return;
         };
-        let (name, region, supervisor) = (self.name, self.region.clone(), self.supervisor.clone());
+        let (name, region, supervisor) = (
+            self.name.clone(),
+            self.region.clone(),
+            self.supervisor.clone(),
+        );
         let run = async move {
             let result = match AssertUnwindSafe(work).catch_unwind().await {
                 Ok(result) => result,
@@ -295,7 +340,7 @@ impl Actor for AgentActor {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    tracing::error!(%region, agent = name, %message, "agent panicked");
+                    tracing::error!(%region, agent = %name, %message, "agent panicked");
                     Err(PipelineError::Panicked(message))
                 }
             };
