@@ -247,9 +247,31 @@ pub struct RegionConfig {
     /// link crosses the production | non-production boundary.
     #[serde(default)]
     pub pseudo_central: Option<ClusterName>,
-    /// Availability zones, each with its own scheduler.
+    /// Availability zones, each with its own scheduler; a region without zones (e.g. a central
+    /// region running no apps) is not a deployment target.
     #[serde(default)]
-    pub zones: Vec<ZoneName>,
+    pub zones: Vec<ZoneConfig>,
+}
+
+impl RegionConfig {
+    /// The zone named `name`.
+    pub fn zone(&self, name: &ZoneName) -> Option<&ZoneConfig> {
+        self.zones.iter().find(|z| &z.name == name)
+    }
+}
+
+/// `zones = [{ name, marathon, mesos, consul }]`: one availability zone and its platform APIs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone's name within its region, e.g. `a`.
+    pub name: ZoneName,
+    /// Base URL of the zone's Marathon (scheduler) API, e.g. `http://10.0.0.1:8080`.
+    pub marathon: String,
+    /// Base URL of the zone's Mesos master.
+    pub mesos: String,
+    /// Base URL of the zone's Consul agent.
+    pub consul: String,
 }
 
 /// Who carries a route.
@@ -445,6 +467,19 @@ impl Config {
             }
             let mut zones = BTreeSet::new();
             for (j, zone) in region.zones.iter().enumerate() {
+                for (api, url) in [
+                    ("marathon", &zone.marathon),
+                    ("mesos", &zone.mesos),
+                    ("consul", &zone.consul),
+                ] {
+                    if !is_http_url(url) {
+                        bad(
+                            format!("regions[{i}].zones[{j}].{api}"),
+                            format!("`{url}` is not an http:// or https:// URL"),
+                        );
+                    }
+                }
+                let zone = &zone.name;
                 if !zones.insert(zone) {
                     bad(
                         format!("regions[{i}].zones[{j}]"),
@@ -510,6 +545,13 @@ impl Config {
     pub fn runs(&self, role: Role) -> bool {
         self.node.roles.contains(&role)
     }
+}
+
+fn is_http_url(value: &str) -> bool {
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace))
 }
 
 fn is_host_port(value: &str) -> bool {
@@ -590,6 +632,22 @@ mod tests {
         );
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("region `Production US`"), "{err}");
+    }
+
+    #[test]
+    fn a_zone_api_that_is_not_a_url_is_refused() {
+        let text = dev_toml().replacen(
+            "marathon = \"http://127.0.0.1:38080/a/marathon\"",
+            "marathon = \"127.0.0.1:38080\"",
+            1,
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "regions[1].zones[0].marathon: `127.0.0.1:38080` is not an http:// or https:// URL"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

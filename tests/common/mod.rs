@@ -62,7 +62,7 @@ pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     let mut text = String::from(
         "[cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"mot\"\nreplication_factor = 1\n\n\
          [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"production-us-east-1\"\n\n\
-         [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\nzones = [\"a\"]\n",
+         [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\n",
     );
     for c in &dev.clusters {
         text.push_str(&format!(
@@ -72,7 +72,8 @@ pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     }
     for (region, home) in regions {
         text.push_str(&format!(
-            "\n[[regions]]\nname = \"{region}\"\ncluster = \"{home}\"\nzones = [\"a\", \"b\"]\n"
+            "\n[[regions]]\nname = \"{region}\"\ncluster = \"{home}\"\n{}\n",
+            zones_toml(&["a", "b"], "http://127.0.0.1:1")
         ));
     }
     let mut homes: Vec<&str> = regions
@@ -113,4 +114,13 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// `zones = [...]` for `names`, each zone's platform APIs under `base/<zone>/`.
+pub fn zones_toml(names: &[&str], base: &str) -> String {
+    let zones: Vec<String> = names
+        .iter()
+        .map(|z| format!("{{ name = \"{z}\", marathon = \"{base}/{z}/marathon\", mesos = \"{base}/{z}/mesos\", consul = \"{base}/{z}/consul\" }}"))
+        .collect();
+    format!("zones = [{}]", zones.join(", "))
 }
