@@ -12,7 +12,7 @@ use crate::actors::counters::Registry;
 use std::collections::BTreeMap;
 
 use crate::actors::supervisor::{AgentSpec, Backoff, RegionSupervisor, Shutdown};
-use crate::actors::{LOCALIZER, REGIONAL_AGENTS};
+use crate::actors::{LOCALIZER, REGIONAL_AGENTS, SERVICE_AGENTS};
 use crate::config::{Carrier, Config, Role};
 use crate::topics::clients::{self, ClusterAdmin};
 use crate::topics::names::{ClusterName, RegionName};
@@ -32,7 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let listener = TcpListener::bind(&config.web.listen)
             .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
         let addr = listener.local_addr()?;
-        let server = web::server(listener).context("cannot start the api")?;
+        let state = web::AppState::connect(topology.clone())
+            .await
+            .context("cannot start the api")?;
+        let server = web::server(listener, Some(state)).context("cannot start the api")?;
         let handle = server.handle();
         let task = actix_web::rt::spawn(server);
         tracing::info!(%addr, "api listening");
@@ -84,6 +87,13 @@ fn start_agents(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupe
                 .or_default()
                 .extend(regional);
         }
+    }
+    if config.runs(Role::Service) {
+        let central = &config.topology.central;
+        let service = SERVICE_AGENTS
+            .iter()
+            .filter_map(|entry| AgentSpec::regional(*entry, topology, central));
+        specs.entry(central.clone()).or_default().extend(service);
     }
     let central = &topology.central_region().cluster;
     for route in topology

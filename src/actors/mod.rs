@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod counters;
+pub mod deployment_fan_out;
 pub mod instance_consul_state;
 pub mod localizer;
 pub mod pipeline;
@@ -24,6 +25,10 @@ use supervisor::AgentEntry;
 pub const REGIONAL_AGENTS: &[AgentEntry] = &[AgentEntry::of::<
     instance_consul_state::InstanceConsulStateAgent,
 >()];
+
+/// The service layer's agents, run for the central region.
+pub const SERVICE_AGENTS: &[AgentEntry] =
+    &[AgentEntry::of::<deployment_fan_out::DeploymentFanOutAgent>()];
 
 /// mot's mirror: one instance per route hop carried by mot, in the route's destination.
 pub const LOCALIZER: AgentEntry = AgentEntry::of::<localizer::Localizer>();

@@ -2,5 +2,6 @@
 //! and the payloads agents exchange (raw platform state, instance and deployment records).
 
 pub mod consul;
+pub mod deployment;
 pub mod envelope;
 pub mod instance;

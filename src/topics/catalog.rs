@@ -66,7 +66,11 @@ const fn spec(base: &'static str, flow: Flow, cleanup: Cleanup) -> TopicSpec {
     }
 }
 
-/// Deployment requests for one region, produced by the API.
+/// Accepted deployment requests, one record each, produced by the API in the central cluster;
+/// the fan-out agent turns each into its regions' launch events.
+pub const DEPLOYMENT_REQUESTS: TopicSpec =
+    spec("mot-deployment-requests", Flow::Local, Cleanup::Delete);
+/// Deployment requests for one region, produced by the fan-out agent.
 pub const DEPLOYMENT_LAUNCH_EVENTS: TopicSpec = spec(
     "mot-deployment-launch-events",
     Flow::ToRegion,
@@ -104,6 +108,7 @@ pub const DEAD_LETTERS: TopicSpec = spec("mot-dead-letters", Flow::Local, Cleanu
 
 /// Every topic mot knows.
 pub const ALL: &[TopicSpec] = &[
+    DEPLOYMENT_REQUESTS,
     DEPLOYMENT_LAUNCH_EVENTS,
     TRAFFIC_EVENTS,
     DEPLOYMENT_COMPLETE_EVENTS,

@@ -61,7 +61,7 @@ pub struct HomeProducer {
 }
 
 impl HomeProducer {
-    fn new(cluster: &ClusterConfig) -> Result<Self, KafkaError> {
+    fn new(cluster: &ClusterConfig, message_timeout: Duration) -> Result<Self, KafkaError> {
         let inner = base_config(cluster)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -69,7 +69,10 @@ impl HomeProducer {
             .set("compression.type", "lz4")
             // A delivery that cannot complete fails the agent, whose supervisor restarts it;
             // nothing waits for minutes on a cluster that is gone.
-            .set("message.timeout.ms", "30000")
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            )
             .create()?;
         Ok(Self {
             cluster: cluster.name.clone(),
@@ -101,7 +104,16 @@ impl HomeCluster {
 
     /// A producer to this cluster.
     pub fn producer(&self) -> Result<HomeProducer, KafkaError> {
-        HomeProducer::new(&self.cluster)
+        HomeProducer::new(&self.cluster, Duration::from_secs(30))
+    }
+
+    /// A producer whose records fail when not acknowledged within `message_timeout` (the API
+    /// answers 503 rather than keep a client waiting).
+    pub fn producer_with_timeout(
+        &self,
+        message_timeout: Duration,
+    ) -> Result<HomeProducer, KafkaError> {
+        HomeProducer::new(&self.cluster, message_timeout)
     }
 
     /// A consumer of this cluster in consumer group `group`; see [`consumer_config`].

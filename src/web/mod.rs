@@ -1,20 +1,262 @@
-//! The service layer's HTTP API (actix-web): one file per route.
+//! The service layer's HTTP API (actix-web): one file per route, errors in [`error`], shared
+//! state (the central cluster's producer, the Cassandra session and statements) in [`AppState`].
 
+pub mod error;
+mod get_deployment;
 mod health;
+mod openapi;
+pub mod post_deployment;
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+use uuid::Uuid;
+
+use crate::actors::pipeline::{acknowledged, enqueue, Outgoing};
+use crate::models::deployment::DeploymentRequested;
+use crate::models::envelope::{Envelope, HEADER_EVENT_TYPE};
+use crate::store;
+use crate::topics::catalog;
+use crate::topics::clients::HomeProducer;
+use crate::topics::names::TopicName;
+use crate::topics::topology::Topology;
+use error::ApiError;
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The topology: regions and zones a request may target.
+    pub topology: Topology,
+    /// Producer to the central cluster, with the API's delivery timeout.
+    producer: HomeProducer,
+    session: Arc<Session>,
+    statements: Statements,
+}
+
+struct Statements {
+    insert_deployment: PreparedStatement,
+    insert_by_app: PreparedStatement,
+    select_deployment: PreparedStatement,
+    claim_key: PreparedStatement,
+    select_key: PreparedStatement,
+    mark_key_logged: PreparedStatement,
+}
+
+/// What an Idempotency-Key stands for.
+pub(crate) struct Claim {
+    /// The deployment id.
+    pub id: Uuid,
+    /// Whether its request is already on the request log.
+    pub logged: bool,
+}
+
+/// How long the API waits for Kafka to acknowledge a request before answering 503.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl AppState {
+    /// Connects to Cassandra and prepares the API's statements; builds the central producer.
+    pub async fn connect(topology: Topology) -> anyhow::Result<Self> {
+        let config = topology.config();
+        let session = store::connect(&config.cassandra).await?;
+        let ks = &config.cassandra.keyspace;
+        let prepare = |cql: String| {
+            let session = session.clone();
+            async move { session.prepare(cql).await }
+        };
+        let statements = Statements {
+            insert_deployment: prepare(format!(
+                "INSERT INTO {ks}.deployments (id, app, version, request, status, targets, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, 'requested', ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            insert_by_app: prepare(format!(
+                "INSERT INTO {ks}.deployments_by_app (app, created_at, id, version, status) \
+                 VALUES (?, ?, ?, ?, 'requested') USING TIMESTAMP ?"
+            ))
+            .await?,
+            select_deployment: prepare(format!(
+                "SELECT id, app, version, request, status, targets, created_at, updated_at FROM {ks}.deployments WHERE id = ?"
+            ))
+            .await?,
+            claim_key: prepare(format!(
+                "INSERT INTO {ks}.idempotency_keys (key, deployment_id, request_hash, created_at) \
+                 VALUES (?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
+            ))
+            .await?,
+            select_key: prepare(format!(
+                "SELECT deployment_id, request_hash, logged FROM {ks}.idempotency_keys WHERE key = ?"
+            ))
+            .await?,
+            mark_key_logged: prepare(format!(
+                "UPDATE {ks}.idempotency_keys SET logged = true WHERE key = ?"
+            ))
+            .await?,
+        };
+        let producer = topology
+            .central_home()
+            .producer_with_timeout(PRODUCE_TIMEOUT)?;
+        Ok(Self {
+            topology,
+            producer,
+            session,
+            statements,
+        })
+    }
+
+    /// The deployment id `key` stands for: a new one when the key is new, the first one when the
+    /// same request is retried; 422 when the key was used for another request.
+    async fn claim_idempotency_key(&self, key: &str, hash: &str) -> Result<Claim, ApiError> {
+        let fresh = Uuid::new_v4();
+        let claimed = self
+            .session
+            .execute_unpaged(&self.statements.claim_key, (key, fresh, hash))
+            .await
+            .map_err(|e| ApiError::internal("claiming an idempotency key", &e))?;
+        let applied = claimed
+            .into_rows_result()
+            .ok()
+            .and_then(|rows| rows.first_row::<scylla::value::Row>().ok())
+            .and_then(|row| row.columns.first().cloned().flatten())
+            .and_then(|v| v.as_boolean())
+            .unwrap_or(false);
+        if applied {
+            return Ok(Claim {
+                id: fresh,
+                logged: false,
+            });
+        }
+        let existing = self
+            .session
+            .execute_unpaged(&self.statements.select_key, (key,))
+            .await
+            .map_err(|e| ApiError::internal("reading an idempotency key", &e))?
+            .into_rows_result()
+            .map_err(|e| ApiError::internal("reading an idempotency key", &e))?
+            .maybe_first_row::<(Uuid, String, Option<bool>)>()
+            .map_err(|e| ApiError::internal("reading an idempotency key", &e))?;
+        match existing {
+            Some((id, stored, logged)) if stored == hash => Ok(Claim {
+                id,
+                logged: logged.unwrap_or(false),
+            }),
+            Some(_) => Err(ApiError::new(
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            )),
+            None => Err(ApiError::internal(
+                "idempotency key vanished",
+                &"no row after a failed claim",
+            )),
+        }
+    }
+
+    /// Produces the request to `mot-deployment-requests`; 503 when Kafka does not acknowledge it.
+    async fn log_request(&self, envelope: &Envelope<DeploymentRequested>) -> Result<(), ApiError> {
+        let value = serde_json::to_vec(envelope)
+            .map_err(|e| ApiError::internal("encoding a request", &e))?;
+        let out = Outgoing {
+            topic: TopicName::local(&catalog::DEPLOYMENT_REQUESTS.base()),
+            key: Some(envelope.key.clone().into_bytes()),
+            value: Some(value),
+            headers: vec![(
+                HEADER_EVENT_TYPE.to_owned(),
+                b"DeploymentRequested.requested".to_vec(),
+            )],
+            timestamp_ms: None,
+        };
+        acknowledged(enqueue(&self.producer, &out))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "request not acknowledged by the central cluster");
+                ApiError::unavailable(
+                    "the central Kafka cluster did not acknowledge the request; retry",
+                    5,
+                )
+            })
+    }
+
+    /// Records that the request `key` stands for is on the request log.
+    async fn mark_idempotency_key_logged(&self, key: &str) -> Result<(), ApiError> {
+        self.session
+            .execute_unpaged(&self.statements.mark_key_logged, (key,))
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::internal("marking an idempotency key", &e))
+    }
+
+    /// Writes the deployment's metadata shell, timestamped with the request time.
+    async fn write_shell(&self, envelope: &Envelope<DeploymentRequested>) -> anyhow::Result<()> {
+        let request = &envelope.payload;
+        let created = CqlTimestamp(envelope.time_us / 1000);
+        let targets: Vec<String> = request
+            .targets
+            .iter()
+            .map(|t| t.region.to_string())
+            .collect();
+        let json = serde_json::to_string(request)?;
+        self.session
+            .execute_unpaged(
+                &self.statements.insert_deployment,
+                (
+                    request.id,
+                    request.spec.app.as_str(),
+                    &request.spec.version,
+                    json,
+                    targets,
+                    created,
+                    created,
+                    envelope.time_us,
+                ),
+            )
+            .await?;
+        self.session
+            .execute_unpaged(
+                &self.statements.insert_by_app,
+                (
+                    request.spec.app.as_str(),
+                    created,
+                    request.id,
+                    &request.spec.version,
+                    envelope.time_us,
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+}
 
 /// Builds the API server on an already bound listener (port 0 in tests). Signals are handled by
 /// the daemon, which stops the server gracefully through its handle.
-pub fn server(listener: TcpListener) -> std::io::Result<Server> {
-    let server = HttpServer::new(|| App::new().route("/healthz", web::get().to(health::healthz)))
-        .workers(2)
-        .disable_signals()
-        .shutdown_timeout(10)
-        .listen(listener)?
-        .run();
+pub fn server(listener: TcpListener, state: Option<AppState>) -> std::io::Result<Server> {
+    let state = state.map(web::Data::new);
+    let server = HttpServer::new(move || {
+        let app = App::new()
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/openapi.json", web::get().to(openapi::openapi));
+        match &state {
+            Some(state) => app
+                .app_data(state.clone())
+                .route(
+                    "/deployments",
+                    web::post().to(post_deployment::post_deployment),
+                )
+                .route(
+                    "/deployments/{id}",
+                    web::get().to(get_deployment::get_deployment),
+                ),
+            None => app,
+        }
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
     Ok(server)
 }

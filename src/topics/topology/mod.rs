@@ -417,7 +417,18 @@ impl Topology {
         };
         let mut agents = Vec::new();
 
-        let to_region = [catalog::DEPLOYMENT_LAUNCH_EVENTS, catalog::TRAFFIC_EVENTS];
+        let for_each_region = |spec: TopicSpec| {
+            self.config
+                .regions
+                .iter()
+                .map(|r| kafka(&central, TopicName::to_region(&spec.base(), &r.name)))
+                .collect::<Vec<_>>()
+        };
+        let mut api_writes = vec![local(&central, &catalog::DEPLOYMENT_REQUESTS)];
+        api_writes.extend(for_each_region(catalog::TRAFFIC_EVENTS));
+        api_writes.push(Endpoint::Cassandra {
+            table: "deployments".into(),
+        });
         agents.push(AgentPlan {
             layer: Layer::Service,
             agent: "WebApi".into(),
@@ -426,16 +437,15 @@ impl Topology {
             reads: vec![Endpoint::Http {
                 api: "POST /deployments, POST /deployments/{id}/traffic".into(),
             }],
-            writes: self
-                .config
-                .regions
-                .iter()
-                .flat_map(|r| to_region.iter().map(move |s| (r, s)))
-                .map(|(r, s)| kafka(&central, TopicName::to_region(&s.base(), &r.name)))
-                .chain([Endpoint::Cassandra {
-                    table: "deployments".into(),
-                }])
-                .collect(),
+            writes: api_writes,
+        });
+        agents.push(AgentPlan {
+            layer: Layer::Service,
+            agent: "DeploymentFanOutAgent".into(),
+            region: Some(self.config.topology.central.clone()),
+            runs_in: central.clone(),
+            reads: vec![local(&central, &catalog::DEPLOYMENT_REQUESTS)],
+            writes: for_each_region(catalog::DEPLOYMENT_LAUNCH_EVENTS),
         });
 
         for region in &self.config.regions {

@@ -150,6 +150,17 @@ fn test_region_launch_topic_is_produced_centrally_relayed_to_stage_and_consumed_
     assert_eq!(api.runs_in, n("production-us-east-1"));
     assert!(api.writes.contains(&Endpoint::Kafka {
         cluster: n("production-us-east-1"),
+        topic: t("mot-deployment-requests"),
+        foreign: None,
+    }));
+    let fan_out = agent(&plan, "DeploymentFanOutAgent", "production-us-east-1");
+    assert_eq!(fan_out.runs_in, n("production-us-east-1"));
+    assert_eq!(
+        kafka_reads(fan_out),
+        [kafka("production-us-east-1", "mot-deployment-requests")]
+    );
+    assert!(fan_out.writes.contains(&Endpoint::Kafka {
+        cluster: n("production-us-east-1"),
         topic: t("mot-deployment-launch-events-test-us-east-1"),
         foreign: None,
     }));

@@ -1,0 +1,92 @@
+//! DeploymentFanOutAgent (service layer, central): turns each accepted request on
+//! `mot-deployment-requests` into one launch event per target region, on
+//! `mot-deployment-launch-events-<env>-<region>` in the central cluster.
+//!
+//! Why a request log and a fan-out, rather than the API producing every launch event itself: the
+//! API's answer then rests on one record's acknowledgement, so a request is accepted whole or not
+//! at all; and once accepted, this agent (at least once, offsets stored after every launch event
+//! is acknowledged) makes sure every region gets its event, even across crashes. A replayed
+//! request yields the same launch events again, keyed by the deployment id; the regions handle
+//! a launch idempotently.
+
+use crate::models::deployment::{DeploymentRequested, LaunchRequested};
+use crate::models::envelope::{self, Envelope, Kind};
+use crate::topics::catalog;
+use crate::topics::names::{RegionName, TopicName};
+
+use super::pipeline::{Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source};
+
+/// The agent.
+pub struct DeploymentFanOutAgent {
+    central: RegionName,
+}
+
+/// The launch events of one request, in target order.
+pub fn launch_events(
+    request: &Envelope<DeploymentRequested>,
+    cause: &Incoming,
+) -> Result<Vec<Outgoing>, String> {
+    let base = catalog::DEPLOYMENT_LAUNCH_EVENTS.base();
+    request
+        .payload
+        .targets
+        .iter()
+        .map(|target| {
+            let launch = LaunchRequested {
+                deployment_id: request.payload.id,
+                region: target.region.clone(),
+                zones: target.zones.clone(),
+                spec: request.payload.spec.clone(),
+            };
+            let json = serde_json::to_vec(&launch).map_err(|e| e.to_string())?;
+            let head = Envelope::new(
+                Kind::Requested,
+                request.payload.id.to_string(),
+                request.origin.clone(),
+                request.time_us,
+                (),
+            );
+            Outgoing::envelope(
+                TopicName::to_region(&base, &target.region),
+                "LaunchRequested",
+                head,
+                &json,
+                cause,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+impl Agent for DeploymentFanOutAgent {
+    const NAME: &'static str = "DeploymentFanOutAgent";
+
+    fn source(_: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Home(vec![TopicName::local(
+            &catalog::DEPLOYMENT_REQUESTS.base(),
+        )]))
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        Ok(Self {
+            central: ctx.region.name.clone(),
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let request = match envelope::decode::<DeploymentRequested>(
+            incoming.key.as_deref(),
+            incoming.value.as_deref(),
+        ) {
+            Ok(request) => request,
+            Err(e) => return Outcome::Reject(e.to_string()),
+        };
+        if request.origin != self.central {
+            return Outcome::Skip;
+        }
+        match launch_events(&request, incoming) {
+            Ok(events) => Outcome::Publish(events),
+            Err(reason) => Outcome::Reject(reason),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Deployments: the request a user makes, and the launch event each target region receives.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::envelope::Validate;
+use crate::topics::names::{AppName, RegionName, ZoneName};
+
+/// What to run: everything of a request but where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    pub app: AppName,
+    pub version: String,
+    /// The image or package to run.
+    pub artifact: String,
+    pub instances_per_zone: u32,
+    pub resources: Resources,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Resources per instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpus: f64,
+    pub mem_mb: u32,
+}
+
+/// How the platform checks an instance's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval_secs: u32,
+}
+
+/// One region of a request, with the zones to deploy to (all of the region's when the user
+/// named none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub region: RegionName,
+    pub zones: Vec<ZoneName>,
+}
+
+/// An accepted request, as the service layer logs it on `mot-deployment-requests` (key: id):
+/// one record, so a request is accepted whole or not at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRequested {
+    pub id: Uuid,
+    pub spec: DeploymentSpec,
+    pub targets: Vec<Target>,
+}
+
+/// What one region is asked to do (on `mot-deployment-launch-events-<env>-<region>`, key: id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRequested {
+    pub deployment_id: Uuid,
+    pub region: RegionName,
+    pub zones: Vec<ZoneName>,
+    pub spec: DeploymentSpec,
+}
+
+impl Validate for DeploymentRequested {
+    fn validate(&self) -> Result<(), String> {
+        if self.targets.is_empty() {
+            return Err("targets must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl Validate for LaunchRequested {
+    fn validate(&self) -> Result<(), String> {
+        if self.zones.is_empty() {
+            return Err("zones must not be empty".into());
+        }
+        Ok(())
+    }
+}

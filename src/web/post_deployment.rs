@@ -1,0 +1,430 @@
+//! `POST /deployments`: validate a deployment request, log it on the central cluster, answer
+//! `202 Accepted` once Kafka acknowledged it.
+//!
+//! The request is one record on `mot-deployment-requests`, so it is accepted whole or not at all;
+//! the DeploymentFanOutAgent turns it into each region's launch event. With an `Idempotency-Key`
+//! header a retried POST answers with the deployment the key first created and re-drives the same
+//! deployment id, which every later step handles idempotently: nothing launches twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::error::{ApiError, FieldProblem};
+use super::AppState;
+use crate::models::deployment::{
+    DeploymentRequested, DeploymentSpec, HealthCheck, Resources, Target,
+};
+use crate::models::envelope::{now_us, Envelope, Kind};
+use crate::topics::names::{AppName, RegionName, ZoneName};
+
+/// The largest body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Limits that keep one request's cost bounded.
+const MAX_TARGETS: usize = 50;
+const MAX_PORTS: usize = 16;
+const MAX_ENV: usize = 100;
+const MAX_INSTANCES_PER_ZONE: u32 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    app: String,
+    version: String,
+    artifact: String,
+    instances_per_zone: u32,
+    resources: ResourcesBody,
+    #[serde(default)]
+    ports: Vec<u32>,
+    #[serde(default)]
+    health_check: Option<HealthCheckBody>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    targets: Vec<TargetBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcesBody {
+    cpus: f64,
+    mem_mb: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckBody {
+    path: String,
+    interval_secs: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    region: String,
+    #[serde(default)]
+    zones: Option<Vec<String>>,
+}
+
+/// The 202 answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub status: String,
+    pub targets: Vec<Target>,
+}
+
+pub async fn post_deployment(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_content_type(&request)?;
+    let bytes = read_limited(payload, MAX_BODY_BYTES).await?;
+    let body = parse(&bytes)?;
+    let (spec, targets) = validate(body, &state)?;
+    let idempotency_key = idempotency_key(&request)?;
+
+    let (id, already_logged) = match &idempotency_key {
+        None => (Uuid::new_v4(), false),
+        Some(key) => {
+            let claim = state
+                .claim_idempotency_key(key, &request_hash(&spec, &targets))
+                .await?;
+            (claim.id, claim.logged)
+        }
+    };
+    let requested = DeploymentRequested { id, spec, targets };
+    let envelope = Envelope::new(
+        Kind::Requested,
+        id.to_string(),
+        state.topology.config().topology.central.clone(),
+        now_us(),
+        requested,
+    );
+    if !already_logged {
+        state.log_request(&envelope).await?;
+        if let Some(key) = &idempotency_key {
+            state.mark_idempotency_key_logged(key).await?;
+        }
+        if let Err(e) = state.write_shell(&envelope).await {
+            // The request is durable in Kafka; the shell only makes GET answer sooner.
+            tracing::warn!(deployment = %id, error = %e, "request accepted but its shell was not written");
+        }
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/deployments/{id}")))
+        .json(Accepted {
+            id,
+            status: "requested".into(),
+            targets: envelope.payload.targets,
+        }))
+}
+
+fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type must be application/json, not `{content_type}`"),
+        ))
+    }
+}
+
+async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_field("unreadable_body", "body", e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body must be at most {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn parse(bytes: &[u8]) -> Result<Body, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // serde names a missing field in its message, at the path of the object that lacks it.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_owned(),
+            (_, Some(name)) => format!("{path}.{name}"),
+            (".", None) => "body".to_owned(),
+            (_, None) => path,
+        };
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_field("malformed_json", "body", format!("not valid JSON: {inner}"))
+        } else {
+            ApiError::bad_field("invalid_json", field, inner.to_string())
+        }
+    })
+}
+
+fn validate(body: Body, state: &AppState) -> Result<(DeploymentSpec, Vec<Target>), ApiError> {
+    let mut problems = Vec::new();
+    let mut bad = |field: String, problem: String| problems.push(FieldProblem { field, problem });
+
+    let app = AppName::parse(&body.app);
+    if let Err(e) = &app {
+        bad("app".into(), e.problem.clone());
+    }
+    check_text(&mut bad, "version", &body.version, 128, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')
+    });
+    check_text(&mut bad, "artifact", &body.artifact, 512, |c| {
+        c.is_ascii_graphic()
+    });
+    if body.instances_per_zone == 0 || body.instances_per_zone > MAX_INSTANCES_PER_ZONE {
+        bad(
+            "instances_per_zone".into(),
+            format!("must be between 1 and {MAX_INSTANCES_PER_ZONE}"),
+        );
+    }
+    if !(body.resources.cpus > 0.0 && body.resources.cpus <= 64.0) {
+        bad(
+            "resources.cpus".into(),
+            "must be more than 0 and at most 64".into(),
+        );
+    }
+    if !(16..=1_048_576).contains(&body.resources.mem_mb) {
+        bad(
+            "resources.mem_mb".into(),
+            "must be between 16 and 1048576".into(),
+        );
+    }
+    if body.ports.len() > MAX_PORTS {
+        bad("ports".into(), format!("at most {MAX_PORTS} ports"));
+    }
+    let mut seen_ports = BTreeSet::new();
+    for (i, port) in body.ports.iter().enumerate() {
+        if !(1..=65535).contains(port) {
+            bad(format!("ports[{i}]"), "must be between 1 and 65535".into());
+        } else if !seen_ports.insert(port) {
+            bad(
+                format!("ports[{i}]"),
+                format!("port {port} is listed twice"),
+            );
+        }
+    }
+    if let Some(check) = &body.health_check {
+        if !check.path.starts_with('/')
+            || check.path.len() > 256
+            || check.path.contains(char::is_whitespace)
+        {
+            bad(
+                "health_check.path".into(),
+                "must start with `/`, have no spaces, at most 256 characters".into(),
+            );
+        }
+        if !(1..=3600).contains(&check.interval_secs) {
+            bad(
+                "health_check.interval_secs".into(),
+                "must be between 1 and 3600".into(),
+            );
+        }
+    }
+    if body.env.len() > MAX_ENV {
+        bad("env".into(), format!("at most {MAX_ENV} variables"));
+    }
+    for (name, value) in &body.env {
+        let valid_name = name.len() <= 128
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid_name {
+            bad(
+                format!("env.{name}"),
+                "names are `[A-Z_][A-Z0-9_]*`, at most 128 characters".into(),
+            );
+        }
+        if value.len() > 4096 {
+            bad(
+                format!("env.{name}"),
+                "values are at most 4096 bytes".into(),
+            );
+        }
+    }
+
+    let targets = validate_targets(&body.targets, state, &mut bad);
+    match (problems.is_empty(), app) {
+        (true, Ok(app)) => Ok((
+            DeploymentSpec {
+                app,
+                version: body.version,
+                artifact: body.artifact,
+                instances_per_zone: body.instances_per_zone,
+                resources: Resources {
+                    cpus: body.resources.cpus,
+                    mem_mb: body.resources.mem_mb,
+                },
+                ports: body.ports.iter().map(|p| *p as u16).collect(),
+                health_check: body.health_check.map(|h| HealthCheck {
+                    path: h.path,
+                    interval_secs: h.interval_secs,
+                }),
+                env: body.env,
+            },
+            targets,
+        )),
+        _ => Err(ApiError::invalid(problems)),
+    }
+}
+
+fn check_text(
+    bad: &mut impl FnMut(String, String),
+    field: &str,
+    value: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+) {
+    if value.is_empty() || value.len() > max {
+        bad(field.into(), format!("must be 1 to {max} characters"));
+    } else if let Some(c) = value.chars().find(|c| !allowed(*c)) {
+        bad(field.into(), format!("must not contain `{c}`"));
+    }
+}
+
+fn validate_targets(
+    targets: &[TargetBody],
+    state: &AppState,
+    bad: &mut impl FnMut(String, String),
+) -> Vec<Target> {
+    let config = state.topology.config();
+    if targets.is_empty() {
+        bad("targets".into(), "must name at least one region".into());
+    }
+    if targets.len() > MAX_TARGETS {
+        bad("targets".into(), format!("at most {MAX_TARGETS} regions"));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let field = format!("targets[{i}].region");
+        let Some(region) = RegionName::parse(&target.region)
+            .ok()
+            .and_then(|r| config.region(&r))
+        else {
+            let known: Vec<&str> = config
+                .regions
+                .iter()
+                .filter(|r| !r.zones.is_empty())
+                .map(|r| r.name.as_str())
+                .collect();
+            bad(
+                field,
+                format!(
+                    "unknown region `{}` (regions: {})",
+                    target.region,
+                    known.join(", ")
+                ),
+            );
+            continue;
+        };
+        if region.zones.is_empty() {
+            bad(
+                field,
+                format!("region `{}` has no zones to deploy to", region.name),
+            );
+            continue;
+        }
+        if !seen.insert(region.name.clone()) {
+            bad(field, format!("region `{}` is targeted twice", region.name));
+            continue;
+        }
+        let zones = match &target.zones {
+            None => region.zones.iter().map(|z| z.name.clone()).collect(),
+            Some(zones) if zones.is_empty() => {
+                bad(
+                    format!("targets[{i}].zones"),
+                    "must name at least one zone, or be left out for all".into(),
+                );
+                continue;
+            }
+            Some(zones) => {
+                let mut chosen = Vec::new();
+                for (j, zone) in zones.iter().enumerate() {
+                    let known = ZoneName::parse(zone)
+                        .ok()
+                        .filter(|z| region.zone(z).is_some());
+                    match known {
+                        Some(z) if chosen.contains(&z) => bad(
+                            format!("targets[{i}].zones[{j}]"),
+                            format!("zone `{zone}` is listed twice"),
+                        ),
+                        Some(z) => chosen.push(z),
+                        None => {
+                            let names: Vec<&str> =
+                                region.zones.iter().map(|z| z.name.as_str()).collect();
+                            bad(
+                                format!("targets[{i}].zones[{j}]"),
+                                format!(
+                                    "unknown zone `{zone}` in {} (zones: {})",
+                                    region.name,
+                                    names.join(", ")
+                                ),
+                            )
+                        }
+                    }
+                }
+                chosen
+            }
+        };
+        out.push(Target {
+            region: region.name.clone(),
+            zones,
+        });
+    }
+    out
+}
+
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::bad_field(
+            "invalid_header",
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// A digest of what was asked, to tell a retry from a different request reusing a key.
+fn request_hash(spec: &DeploymentSpec, targets: &[Target]) -> String {
+    let json = serde_json::to_vec(&(spec, targets)).unwrap_or_default();
+    Sha256::digest(json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

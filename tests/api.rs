@@ -1,0 +1,464 @@
+//! The deployment API as a client uses it: the app is spawned in-process on port 0 against the
+//! running Kafka clusters and a Cassandra keyspace of its own.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use actix::Actor;
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+use mot::actors::counters::Registry;
+use mot::actors::pipeline;
+use mot::actors::supervisor::{Backoff, RegionSupervisor, Shutdown};
+use mot::actors::SERVICE_AGENTS;
+use mot::config::Config;
+use mot::models::deployment::{DeploymentRequested, LaunchRequested};
+use mot::models::envelope::{self, Envelope};
+use mot::store::{self, migrate};
+use mot::topics::names::TopicName;
+use mot::topics::topology::Topology;
+use mot::web::{self, AppState};
+
+struct TestApp {
+    url: String,
+    topology: Topology,
+    client: reqwest::Client,
+}
+
+/// Spawns the API on port 0 with a fresh, migrated keyspace; `central_bootstrap` overrides the
+/// central cluster's address (a closed port shows Kafka being down).
+async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
+    common::init_tracing();
+    let keyspace = common::unique("mot_api");
+    let mut text = std::fs::read_to_string(common::repo_path("dev/mot.toml"))
+        .unwrap()
+        .replace("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\""));
+    if let Some(bootstrap) = central_bootstrap {
+        text = text.replace("127.0.0.1:19092", bootstrap);
+    }
+    let config = Config::from_toml(Path::new("api-test.toml"), &text).unwrap();
+    let session = store::connect(&config.cassandra).await.unwrap();
+    migrate::migrate(
+        &session,
+        &config.cassandra,
+        &migrate::Migration::embedded().unwrap(),
+    )
+    .await
+    .unwrap();
+    let topology = Topology::checked(&config).unwrap();
+    let state = AppState::connect(topology.clone()).await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    actix_web::rt::spawn(web::server(listener, Some(state)).unwrap());
+    TestApp {
+        url: format!("http://127.0.0.1:{port}"),
+        topology,
+        client: reqwest::Client::new(),
+    }
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with(None).await
+}
+
+fn request(marker: &str) -> Value {
+    json!({
+        "app": "checkout-web", "version": format!("1.4.2-{marker}"),
+        "artifact": "registry.example.com/checkout-web:1.4.2",
+        "instances_per_zone": 2, "resources": {"cpus": 0.5, "mem_mb": 256}, "ports": [8080],
+        "health_check": {"path": "/health", "interval_secs": 10}, "env": {"LOG_LEVEL": "info"},
+        "targets": [{"region": "test-us-east-1", "zones": ["a", "b", "c"]}, {"region": "production-us-west-2"}]
+    })
+}
+
+impl TestApp {
+    async fn post(&self, body: &Value, key: Option<&str>) -> (u16, Option<String>, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/deployments", self.url))
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, location, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/deployments", self.url))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Every record on central topic `topic` whose key is `key`.
+    async fn records(&self, topic: TopicName, key: &str) -> Vec<Vec<u8>> {
+        let mut found = Vec::new();
+        pipeline::read_to_end(
+            &self.topology.central_home(),
+            &topic,
+            &common::unique("api-reader"),
+            |m| {
+                if m.key() == Some(key.as_bytes()) {
+                    found.push(m.payload().unwrap_or_default().to_vec());
+                }
+            },
+        )
+        .await
+        .unwrap();
+        found
+    }
+
+    /// Every request record whose version carries `marker`.
+    async fn requests_marked(&self, marker: &str) -> usize {
+        let topic = TopicName::parse("mot-deployment-requests").unwrap();
+        let mut n = 0;
+        pipeline::read_to_end(
+            &self.topology.central_home(),
+            &topic,
+            &common::unique("api-reader"),
+            |m| {
+                if m.payload()
+                    .is_some_and(|p| String::from_utf8_lossy(p).contains(marker))
+                {
+                    n += 1;
+                }
+            },
+        )
+        .await
+        .unwrap();
+        n
+    }
+}
+
+#[actix_web::test]
+async fn a_valid_request_is_accepted_logged_once_and_readable_right_away() {
+    let app = spawn_app().await;
+    let marker = common::unique("ok");
+    let (status, location, body) = app.post(&request(&marker), None).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/deployments/{id}").as_str())
+    );
+    assert_eq!(body["status"], "requested");
+    assert_eq!(
+        body["targets"][1],
+        json!({"region": "production-us-west-2", "zones": ["a", "b", "c"]})
+    );
+
+    let logged = app
+        .records(TopicName::parse("mot-deployment-requests").unwrap(), &id)
+        .await;
+    assert_eq!(logged.len(), 1);
+    let env: Envelope<DeploymentRequested> =
+        envelope::decode(Some(id.as_bytes()), Some(&logged[0])).unwrap();
+    assert_eq!(env.payload.targets.len(), 2);
+    assert_eq!(env.origin.as_str(), "production-us-east-1");
+
+    let got: Value = app
+        .client
+        .get(format!("{}/deployments/{id}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["status"], "requested");
+    assert_eq!(got["app"], "checkout-web");
+    assert_eq!(
+        got["targets"],
+        json!(["test-us-east-1", "production-us-west-2"])
+    );
+}
+
+#[actix_web::test]
+async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
+    let app = spawn_app().await;
+    let central = app.topology.config().topology.central.clone();
+    let supervisor = RegionSupervisor::regional(
+        app.topology.clone(),
+        central,
+        SERVICE_AGENTS,
+        Registry::default(),
+        Backoff::default(),
+    )
+    .start();
+    let (status, _, body) = app.post(&request(&common::unique("fan")), None).await;
+    assert_eq!(status, 202);
+    let id = body["id"].as_str().unwrap().to_owned();
+    for (region, zones) in [
+        ("test-us-east-1", vec!["a", "b", "c"]),
+        ("production-us-west-2", vec!["a", "b", "c"]),
+    ] {
+        let topic = TopicName::parse(&format!("mot-deployment-launch-events-{region}")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let launches = loop {
+            let found = app.records(topic.clone(), &id).await;
+            if !found.is_empty() {
+                break found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no launch event for {region}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(launches.len(), 1, "one launch event for {region}");
+        let env: Envelope<LaunchRequested> =
+            envelope::decode(Some(id.as_bytes()), Some(&launches[0])).unwrap();
+        assert_eq!(env.payload.region.as_str(), region);
+        let got: Vec<&str> = env.payload.zones.iter().map(|z| z.as_str()).collect();
+        assert_eq!(got, zones);
+        assert_eq!(env.payload.spec.instances_per_zone, 2);
+    }
+    supervisor.send(Shutdown).await.unwrap();
+}
+
+#[actix_web::test]
+async fn bad_requests_get_a_4xx_naming_the_field_and_produce_nothing() {
+    let app = spawn_app().await;
+    let marker = common::unique("bad");
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut body = request(&marker);
+        edit(&mut body);
+        body
+    };
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "unknown field",
+            with(&|b| b["bogus"] = json!(1)),
+            400,
+            "bogus",
+        ),
+        (
+            "unknown region",
+            with(&|b| b["targets"][0]["region"] = json!("test-eu-west-9")),
+            422,
+            "targets[0].region",
+        ),
+        (
+            "unknown zone",
+            with(&|b| b["targets"][0]["zones"] = json!(["a", "q"])),
+            422,
+            "targets[0].zones[1]",
+        ),
+        (
+            "empty targets",
+            with(&|b| b["targets"] = json!([])),
+            422,
+            "targets",
+        ),
+        (
+            "zero instances",
+            with(&|b| b["instances_per_zone"] = json!(0)),
+            422,
+            "instances_per_zone",
+        ),
+        (
+            "negative instances",
+            with(&|b| b["instances_per_zone"] = json!(-2)),
+            400,
+            "instances_per_zone",
+        ),
+        (
+            "uppercase app",
+            with(&|b| b["app"] = json!("Checkout")),
+            422,
+            "app",
+        ),
+        (
+            "slash in app",
+            with(&|b| b["app"] = json!("checkout/web")),
+            422,
+            "app",
+        ),
+        (
+            "spaces in app",
+            with(&|b| b["app"] = json!("checkout web")),
+            422,
+            "app",
+        ),
+        (
+            "300-character app",
+            with(&|b| b["app"] = json!("a".repeat(300))),
+            422,
+            "app",
+        ),
+        (
+            "missing field",
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("artifact");
+            }),
+            400,
+            "artifact",
+        ),
+        (
+            "missing nested field",
+            with(&|b| {
+                b["resources"].as_object_mut().unwrap().remove("cpus");
+            }),
+            400,
+            "resources.cpus",
+        ),
+        (
+            "wrong type",
+            with(&|b| b["resources"]["mem_mb"] = json!("lots")),
+            400,
+            "resources.mem_mb",
+        ),
+    ];
+    for (what, body, status, field) in cases {
+        let (got, _, answer) = app.post(&body, None).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        let fields: Vec<&str> = answer["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{what}: {field} not named in {answer}"
+        );
+        assert!(
+            answer["error"]["code"].is_string() && answer["error"]["message"].is_string(),
+            "{what}: {answer}"
+        );
+    }
+
+    let (status, answer) = app
+        .post_raw("application/json", b"{\"app\": ".to_vec())
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
+    let (status, answer) = app
+        .post_raw("text/plain", serde_json::to_vec(&request(&marker)).unwrap())
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let mut huge = request(&marker);
+    huge["env"] = json!({"BIG": "x".repeat(70_000)});
+    let (status, answer) = app
+        .post_raw("application/json", serde_json::to_vec(&huge).unwrap())
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+
+    assert_eq!(
+        app.requests_marked(&marker).await,
+        0,
+        "a refused request produces nothing"
+    );
+}
+
+#[actix_web::test]
+async fn a_retried_post_with_the_same_idempotency_key_is_one_deployment_logged_once() {
+    let app = spawn_app().await;
+    let marker = common::unique("idem");
+    let key = common::unique("key");
+    let (first, _, a) = app.post(&request(&marker), Some(&key)).await;
+    let (second, _, b) = app.post(&request(&marker), Some(&key)).await;
+    assert_eq!((first, second), (202, 202));
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(app.requests_marked(&marker).await, 1, "launched once");
+
+    let (status, _, answer) = app.post(&request("something-else"), Some(&key)).await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"]["code"], "idempotency_key_reused");
+}
+
+#[actix_web::test]
+async fn kafka_unavailable_is_a_503_with_retry_after() {
+    let app = spawn_app_with(Some("127.0.0.1:1")).await;
+    let resp = app
+        .client
+        .post(format!("{}/deployments", app.url))
+        .json(&request(&common::unique("down")))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers().get("retry-after").unwrap(), "5");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("librdkafka"),
+        "no internal error text"
+    );
+}
+
+#[actix_web::test]
+async fn unknown_deployments_and_bad_ids_are_json_errors() {
+    let app = spawn_app().await;
+    let missing = app
+        .client
+        .get(format!("{}/deployments/{}", app.url, uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let bad = app
+        .client
+        .get(format!("{}/deployments/not-a-uuid", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"]["fields"][0]["field"],
+        "id"
+    );
+}
+
+#[actix_web::test]
+async fn the_openapi_document_describes_the_served_routes() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/deployments", "/deployments/{id}", "/healthz"] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let required = &doc["components"]["schemas"]["DeploymentRequest"]["required"];
+    assert!(required.as_array().unwrap().contains(&json!("targets")));
+}
