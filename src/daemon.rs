@@ -70,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// the regional agents of the regions it hosts, and the localizers of the routes whose
 /// destination is one of its datacenters (routes into the central cluster with the persistence
 /// layer, the others with the regional layer of the region whose topic they carry).
-fn start_agents(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupervisor>> {
+pub fn start_agents(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupervisor>> {
     let config = topology.config();
     let hosted = |region: &RegionName| {
         config.runs(Role::Regional)

@@ -9,6 +9,7 @@
 //! - [`web`]: the service layer's HTTP API (actix-web);
 //! - [`models`]: the records on the topics: the envelope and the payloads;
 //! - [`actors`]: the agents, each an actix actor supervised per region;
+//! - [`platform`]: clients of the schedulers and service catalogs, and their simulator;
 //! - [`store`]: Cassandra: the shared session and the schema migrations;
 //! - [`daemon`]: `mot run`, the long-running process that starts the roles a config names.
 
@@ -16,6 +17,7 @@ pub mod actors;
 pub mod config;
 pub mod daemon;
 pub mod models;
+pub mod platform;
 pub mod store;
 pub mod topics;
 pub mod web;

@@ -43,6 +43,18 @@ enum Command {
         #[command(subcommand)]
         command: TopologyCommand,
     },
+    /// Dev tool: simulate one region's platform (Marathon, Mesos, Consul per zone) on the
+    /// address its zones' URLs name.
+    PlatformSim {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The region to simulate.
+        #[arg(long)]
+        region: String,
+        /// Milliseconds from a task's start until its health checks pass.
+        #[arg(long, default_value_t = 2000)]
+        health_delay_ms: u64,
+    },
     /// Manage the Kafka topics the topology needs.
     Topics {
         #[command(subcommand)]
@@ -92,6 +104,44 @@ enum Format {
 fn checked_topology(path: &std::path::Path) -> anyhow::Result<Topology> {
     let config = Config::load(path)?;
     Topology::checked(&config).with_context(|| path.display().to_string())
+}
+
+fn run_platform_sim(
+    config: &std::path::Path,
+    region: &str,
+    health_delay_ms: u64,
+) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let name = mot::topics::names::RegionName::parse(region)?;
+    let region = config
+        .region(&name)
+        .with_context(|| format!("region {name} is not in the config"))?
+        .clone();
+    let address = mot::platform::sim::listen_address(&region).map_err(anyhow::Error::msg)?;
+    let listener = std::net::TcpListener::bind(&address)
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let options = mot::platform::sim::SimOptions {
+        health_delay: std::time::Duration::from_millis(health_delay_ms),
+    };
+    actix::System::new().block_on(async move {
+        let server = mot::platform::sim::Platform::new(&region, options).server(listener)?;
+        let handle = server.handle();
+        let task = actix_web::rt::spawn(server);
+        let zones: Vec<&str> = region.zones.iter().map(|z| z.name.as_str()).collect();
+        println!(
+            "platform-sim: {} on http://{address} (zones {})",
+            region.name,
+            zones.join(", ")
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        handle.stop(true).await;
+        let _ = task.await;
+        Ok(())
+    })
 }
 
 fn main() -> ExitCode {
@@ -185,6 +235,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::PlatformSim {
+            config,
+            region,
+            health_delay_ms,
+        } => run_platform_sim(&config, &region, health_delay_ms),
         Command::Topics {
             command: TopicsCommand::Ensure { config },
         } => {

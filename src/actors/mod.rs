@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod counters;
 pub mod deployment_fan_out;
+pub mod deployment_operation;
 pub mod instance_consul_state;
 pub mod localizer;
 pub mod pipeline;
@@ -22,9 +23,10 @@ pub mod supervisor;
 use supervisor::AgentEntry;
 
 /// The agents every region's supervisor runs in the region's own datacenter.
-pub const REGIONAL_AGENTS: &[AgentEntry] = &[AgentEntry::of::<
-    instance_consul_state::InstanceConsulStateAgent,
->()];
+pub const REGIONAL_AGENTS: &[AgentEntry] = &[
+    AgentEntry::of::<instance_consul_state::InstanceConsulStateAgent>(),
+    AgentEntry::of::<deployment_operation::DeploymentOperationAgent>(),
+];
 
 /// The service layer's agents, run for the central region.
 pub const SERVICE_AGENTS: &[AgentEntry] =

@@ -316,9 +316,19 @@ pub async fn run_agent<A: Agent>(
     Ok(())
 }
 
-/// `mot-<agent>-<region>`: one consumer group per agent and region.
+/// `mot-<agent>-<region>`: one consumer group per agent and region; a localizer's group also
+/// names the hop it carries, so each route hop is consumed independently.
 pub fn consumer_group(agent: &str, ctx: &AgentContext) -> String {
-    format!("mot-{}-{}", kebab(agent), ctx.region.name)
+    match &ctx.route {
+        None => format!("mot-{}-{}", kebab(agent), ctx.region.name),
+        Some(route) => format!(
+            "mot-{}-{}-{}-to-{}",
+            kebab(agent),
+            ctx.region.name,
+            route.topic,
+            route.to
+        ),
+    }
 }
 
 fn kebab(name: &str) -> String {

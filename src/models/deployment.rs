@@ -88,3 +88,31 @@ impl Validate for LaunchRequested {
         Ok(())
     }
 }
+
+/// How one zone's scheduler took a launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ZoneOutcome {
+    /// The scheduler accepted the app definition (or already had it from this deployment).
+    Accepted {
+        zone: ZoneName,
+        /// The app's version on the scheduler.
+        version: String,
+    },
+    /// The scheduler refused it or could not be reached.
+    Failed { zone: ZoneName, reason: String },
+}
+
+/// What a region's DeploymentOperationAgent did with a launch (on
+/// `mot-deployment-complete-events`, key: deployment id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentCompleted {
+    pub deployment_id: Uuid,
+    pub region: RegionName,
+    pub app: AppName,
+    pub version: String,
+    pub zones: Vec<ZoneOutcome>,
+}
+
+impl Validate for DeploymentCompleted {}

@@ -1,0 +1,192 @@
+//! A client of the subset of Marathon's v2 API mot uses: create or update an app
+//! (`PUT /v2/apps/{id}`), read it (`GET /v2/apps/{id}`). Field names are Marathon's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Label holding the deployment that last set an app, so a re-delivered launch is recognised.
+pub const LABEL_DEPLOYMENT_ID: &str = "mot-deployment-id";
+
+/// An app definition, as Marathon takes and returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub id: String,
+    pub instances: u32,
+    pub cpus: f64,
+    pub mem: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default)]
+    pub port_definitions: Vec<PortDefinition>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health_checks: Vec<MarathonHealthCheck>,
+    /// Set by Marathon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_running: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_healthy: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub docker: Docker,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Docker {
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortDefinition {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarathonHealthCheck {
+    pub protocol: String,
+    pub path: String,
+    pub interval_seconds: u32,
+}
+
+/// A running instance of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub app_id: String,
+    pub host: String,
+    pub ports: Vec<u16>,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub health_check_results: Vec<HealthCheckResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckResult {
+    pub alive: bool,
+    pub task_id: String,
+}
+
+/// Marathon's answer to a create or update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentAccepted {
+    pub version: String,
+    pub deployment_id: String,
+}
+
+#[derive(Deserialize)]
+struct AppEnvelope {
+    app: App,
+}
+
+/// Why a Marathon call failed; `transient` ones are worth retrying.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct MarathonError {
+    pub message: String,
+    pub transient: bool,
+}
+
+/// A client of one zone's Marathon.
+#[derive(Debug, Clone)]
+pub struct MarathonClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl MarathonClient {
+    /// A client of the Marathon at `base` (e.g. `http://10.0.0.1:8080`).
+    pub fn new(base: &str, http: reqwest::Client) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// `GET /v2/apps/{id}`; `None` when Marathon does not know the app.
+    pub async fn app(&self, id: &str) -> Result<Option<App>, MarathonError> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v2/apps/{}",
+                self.base,
+                id.trim_start_matches('/')
+            ))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => resp
+                .json::<AppEnvelope>()
+                .await
+                .map(|e| Some(e.app))
+                .map_err(|e| MarathonError {
+                    message: format!("unreadable app: {e}"),
+                    transient: false,
+                }),
+            _ => Err(refused(resp).await),
+        }
+    }
+
+    /// `PUT /v2/apps/{id}`: creates the app or updates it to `app`.
+    pub async fn put_app(&self, app: &App) -> Result<DeploymentAccepted, MarathonError> {
+        let resp = self
+            .http
+            .put(format!(
+                "{}/v2/apps/{}",
+                self.base,
+                app.id.trim_start_matches('/')
+            ))
+            .timeout(Duration::from_secs(10))
+            .json(app)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if resp.status().is_success() {
+            resp.json().await.map_err(|e| MarathonError {
+                message: format!("unreadable answer: {e}"),
+                transient: false,
+            })
+        } else {
+            Err(refused(resp).await)
+        }
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> MarathonError {
+    MarathonError {
+        message: format!("scheduler unreachable: {e}"),
+        transient: true,
+    }
+}
+
+async fn refused(resp: reqwest::Response) -> MarathonError {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    MarathonError {
+        message: format!("scheduler answered {}: {body}", status.as_u16()),
+        transient: status.is_server_error() || status.as_u16() == 409 || status.as_u16() == 429,
+    }
+}

@@ -1,0 +1,402 @@
+//! `mot platform-sim`: a dev tool that plays one region's platform, per zone, over the same HTTP
+//! APIs mot uses against the real products: Marathon (`/v2/apps`), the Mesos master state and
+//! Consul's catalog and health. The three agree: an app put to a zone's Marathon gets tasks on
+//! hosts with ports, those tasks appear in the Mesos state and as Consul service instances, and
+//! become healthy after a configurable delay.
+//!
+//! Zone `z` is served under `/z/marathon`, `/z/mesos` and `/z/consul`, as the topology's zone
+//! URLs say. `/z/_sim/...` lets a test take a zone's scheduler down, kill a task or fail an app's
+//! health checks. This is the one simulator mot ships: those platforms cannot run here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Server;
+use actix_web::{web, App as WebApp, HttpResponse, HttpServer};
+use serde_json::json;
+
+use super::marathon::{App, HealthCheckResult, Task, LABEL_DEPLOYMENT_ID};
+use crate::config::RegionConfig;
+
+/// How the simulated platform behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct SimOptions {
+    /// Time from a task's start until its health checks pass.
+    pub health_delay: Duration,
+}
+
+#[derive(Debug, Default)]
+struct ZoneState {
+    scheduler_down: bool,
+    apps: BTreeMap<String, SimApp>,
+    /// PUTs that changed an app (a repeated identical PUT changes nothing).
+    changes: u64,
+    /// PUTs received.
+    puts: u64,
+    failing_health: BTreeSet<String>,
+    /// Consul's index: bumps on every change.
+    index: u64,
+}
+
+#[derive(Debug, Clone)]
+struct SimApp {
+    definition: App,
+    tasks: Vec<SimTask>,
+}
+
+#[derive(Debug, Clone)]
+struct SimTask {
+    id: String,
+    host: String,
+    port: u16,
+    started: Instant,
+}
+
+/// The simulated platform of one region.
+#[derive(Clone)]
+pub struct Platform {
+    region: String,
+    zones: Arc<Mutex<BTreeMap<String, ZoneState>>>,
+    options: SimOptions,
+    next_port: Arc<Mutex<u16>>,
+}
+
+impl Platform {
+    /// A platform with `region`'s zones, all up and empty.
+    pub fn new(region: &RegionConfig, options: SimOptions) -> Self {
+        let zones = region
+            .zones
+            .iter()
+            .map(|z| (z.name.to_string(), ZoneState::default()))
+            .collect();
+        Self {
+            region: region.name.to_string(),
+            zones: Arc::new(Mutex::new(zones)),
+            options,
+            next_port: Arc::new(Mutex::new(31000)),
+        }
+    }
+
+    fn with_zone<T>(&self, zone: &str, f: impl FnOnce(&mut ZoneState) -> T) -> Option<T> {
+        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+        zones.get_mut(zone).map(f)
+    }
+
+    fn healthy(&self, zone: &ZoneState, app: &str, task: &SimTask) -> bool {
+        !zone.failing_health.contains(app) && task.started.elapsed() >= self.options.health_delay
+    }
+
+    fn app_view(&self, zone: &ZoneState, app: &SimApp) -> App {
+        let mut view = app.definition.clone();
+        view.tasks = app
+            .tasks
+            .iter()
+            .map(|t| Task {
+                id: t.id.clone(),
+                app_id: view.id.clone(),
+                host: t.host.clone(),
+                ports: vec![t.port],
+                state: "TASK_RUNNING".into(),
+                started_at: None,
+                health_check_results: vec![HealthCheckResult {
+                    alive: self.healthy(zone, &view.id, t),
+                    task_id: t.id.clone(),
+                }],
+            })
+            .collect();
+        view.tasks_running = Some(view.tasks.len() as u32);
+        view.tasks_healthy = Some(
+            view.tasks
+                .iter()
+                .filter(|t| t.health_check_results[0].alive)
+                .count() as u32,
+        );
+        view
+    }
+
+    fn put_app(&self, zone: &str, id: &str, mut app: App) -> HttpResponse {
+        let id = format!("/{}", id.trim_start_matches('/'));
+        app.id = id.clone();
+        app.version = None;
+        let region = self.region.clone();
+        let next_port = self.next_port.clone();
+        let answer = self.with_zone(zone, |z| {
+            z.puts += 1;
+            if z.scheduler_down {
+                return HttpResponse::ServiceUnavailable()
+                    .json(json!({"message": "Marathon is not available"}));
+            }
+            if let Some(existing) = z.apps.get(&id) {
+                let mut same = existing.definition.clone();
+                same.version = None;
+                if same == app {
+                    let version = existing.definition.version.clone().unwrap_or_default();
+                    return HttpResponse::Ok().json(
+                        json!({"version": version, "deploymentId": format!("noop-{version}")}),
+                    );
+                }
+            }
+            z.changes += 1;
+            z.index += 1;
+            let version = format!("2026-01-01T00:00:{:02}.{:03}Z", z.changes % 60, z.changes);
+            let created = !z.apps.contains_key(&id);
+            let tasks = (0..app.instances)
+                .map(|n| {
+                    let mut port = next_port.lock().unwrap_or_else(|p| p.into_inner());
+                    *port = port.wrapping_add(1).max(31000);
+                    SimTask {
+                        id: format!(
+                            "{}.{}-{}-{}",
+                            id.trim_start_matches('/'),
+                            region,
+                            zone,
+                            uuid::Uuid::new_v4()
+                        ),
+                        host: format!("{region}-{zone}-agent-{}", n % 3 + 1),
+                        port: *port,
+                        started: Instant::now(),
+                    }
+                })
+                .collect();
+            app.version = Some(version.clone());
+            z.apps.insert(
+                id.clone(),
+                SimApp {
+                    definition: app.clone(),
+                    tasks,
+                },
+            );
+            let body =
+                json!({"version": version, "deploymentId": uuid::Uuid::new_v4().to_string()});
+            if created {
+                HttpResponse::Created().json(body)
+            } else {
+                HttpResponse::Ok().json(body)
+            }
+        });
+        answer.unwrap_or_else(|| {
+            HttpResponse::NotFound().json(json!({"message": format!("no zone {zone}")}))
+        })
+    }
+
+    /// The API server on `listener`.
+    pub fn server(self, listener: TcpListener) -> std::io::Result<Server> {
+        let data = web::Data::new(self);
+        Ok(HttpServer::new(move || {
+            WebApp::new()
+                .app_data(data.clone())
+                .app_data(web::JsonConfig::default().limit(1 << 20))
+                .route("/{zone}/marathon/v2/apps", web::get().to(list_apps))
+                .route("/{zone}/marathon/v2/apps/{id}", web::get().to(get_app))
+                .route("/{zone}/marathon/v2/apps/{id}", web::put().to(put_app))
+                .route("/{zone}/mesos/master/state", web::get().to(mesos_state))
+                .route(
+                    "/{zone}/consul/v1/catalog/services",
+                    web::get().to(consul_services),
+                )
+                .route(
+                    "/{zone}/consul/v1/health/service/{service}",
+                    web::get().to(consul_health),
+                )
+                .route(
+                    "/{zone}/_sim/scheduler/{state}",
+                    web::post().to(set_scheduler),
+                )
+                .route(
+                    "/{zone}/_sim/apps/{id}/health/{state}",
+                    web::post().to(set_health),
+                )
+                .route("/{zone}/_sim/stats", web::get().to(stats))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run())
+    }
+}
+
+type P = web::Data<Platform>;
+
+fn no_zone(zone: &str) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"message": format!("no zone {zone}")}))
+}
+
+async fn list_apps(p: P, path: web::Path<String>) -> HttpResponse {
+    let zone = path.into_inner();
+    p.with_zone(&zone, |z| {
+        if z.scheduler_down {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({"message": "Marathon is not available"}));
+        }
+        let apps: Vec<App> = z.apps.values().map(|a| p.app_view(z, a)).collect();
+        HttpResponse::Ok().json(json!({ "apps": apps }))
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn get_app(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, id) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        if z.scheduler_down {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({"message": "Marathon is not available"}));
+        }
+        match z.apps.get(&format!("/{id}")) {
+            Some(app) => HttpResponse::Ok().json(json!({ "app": p.app_view(z, app) })),
+            None => HttpResponse::NotFound()
+                .json(json!({"message": format!("App '/{id}' does not exist")})),
+        }
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn put_app(p: P, path: web::Path<(String, String)>, body: web::Json<App>) -> HttpResponse {
+    let (zone, id) = path.into_inner();
+    p.put_app(&zone, &id, body.into_inner())
+}
+
+async fn mesos_state(p: P, path: web::Path<String>) -> HttpResponse {
+    let zone = path.into_inner();
+    p.with_zone(&zone, |z| {
+        let mut slaves = BTreeSet::new();
+        let tasks: Vec<_> = z
+            .apps
+            .values()
+            .flat_map(|a| a.tasks.iter().map(move |t| (a, t)))
+            .map(|(a, t)| {
+                slaves.insert(t.host.clone());
+                json!({
+                    "id": t.id, "name": a.definition.id.trim_start_matches('/'), "framework_id": "marathon",
+                    "slave_id": t.host, "state": "TASK_RUNNING",
+                    "resources": {"cpus": a.definition.cpus, "mem": a.definition.mem, "ports": format!("[{}-{}]", t.port, t.port)},
+                    "labels": a.definition.labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let slaves: Vec<_> = slaves.iter().map(|h| json!({"id": h, "hostname": h, "active": true})).collect();
+        HttpResponse::Ok().json(json!({
+            "cluster": format!("{}-{}", p.region, zone),
+            "frameworks": [{"id": "marathon", "name": "marathon", "active": !z.scheduler_down, "tasks": tasks}],
+            "slaves": slaves,
+        }))
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn consul_services(p: P, path: web::Path<String>) -> HttpResponse {
+    let zone = path.into_inner();
+    p.with_zone(&zone, |z| {
+        let services: BTreeMap<String, Vec<String>> = z
+            .apps
+            .values()
+            .map(|a| {
+                (
+                    a.definition.id.trim_start_matches('/').to_owned(),
+                    service_tags(&a.definition),
+                )
+            })
+            .collect();
+        HttpResponse::Ok()
+            .insert_header(("X-Consul-Index", z.index.to_string()))
+            .json(services)
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+fn service_tags(app: &App) -> Vec<String> {
+    let mut tags = vec![format!(
+        "version={}",
+        app.labels
+            .get("mot-app-version")
+            .cloned()
+            .unwrap_or_default()
+    )];
+    tags.push("mot".into());
+    tags
+}
+
+async fn consul_health(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, service) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        let id = format!("/{service}");
+        let entries: Vec<_> = z
+            .apps
+            .get(&id)
+            .map(|a| {
+                a.tasks
+                    .iter()
+                    .map(|t| {
+                        let healthy = p.healthy(z, &id, t);
+                        let mut meta = BTreeMap::new();
+                        if let Some(d) = a.definition.labels.get(LABEL_DEPLOYMENT_ID) {
+                            meta.insert(LABEL_DEPLOYMENT_ID.to_owned(), d.clone());
+                        }
+                        json!({
+                            "Node": {"Node": t.host, "Address": t.host, "Datacenter": format!("{}-{}", p.region, zone)},
+                            "Service": {"ID": t.id, "Service": service, "Tags": service_tags(&a.definition), "Address": t.host, "Port": t.port, "Meta": meta},
+                            "Checks": [{"CheckID": format!("service:{}", t.id), "Name": "http", "ServiceID": t.id,
+                                        "Status": if healthy { "passing" } else { "critical" },
+                                        "Output": if healthy { "HTTP GET: 200 OK" } else { "HTTP GET: connection refused" }}],
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        HttpResponse::Ok().insert_header(("X-Consul-Index", z.index.to_string())).json(entries)
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn set_scheduler(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, state) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        z.scheduler_down = state == "down";
+        HttpResponse::NoContent().finish()
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn set_health(p: P, path: web::Path<(String, String, String)>) -> HttpResponse {
+    let (zone, id, state) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        let id = format!("/{id}");
+        if state == "failing" {
+            z.failing_health.insert(id);
+        } else {
+            z.failing_health.remove(&id);
+        }
+        z.index += 1;
+        HttpResponse::NoContent().finish()
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn stats(p: P, path: web::Path<String>) -> HttpResponse {
+    let zone = path.into_inner();
+    p.with_zone(&zone, |z| {
+        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "apps": z.apps.len()}))
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+/// The `host:port` every zone of `region` is served on; they must share one.
+pub fn listen_address(region: &RegionConfig) -> Result<String, String> {
+    let mut addresses = BTreeSet::new();
+    for zone in &region.zones {
+        for url in [&zone.marathon, &zone.mesos, &zone.consul] {
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+            addresses.insert(rest.split('/').next().unwrap_or(rest).to_owned());
+        }
+    }
+    match addresses.len() {
+        1 => Ok(addresses.into_iter().next().unwrap_or_default()),
+        0 => Err(format!("region {} has no zones", region.name)),
+        _ => Err(format!(
+            "the zones of {} are on several addresses ({}); the simulator serves one region on one",
+            region.name,
+            addresses.into_iter().collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
