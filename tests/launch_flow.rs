@@ -221,6 +221,36 @@ async fn one_post_deploys_to_two_regions_times_three_zones_with_two_complete_eve
             assert_eq!(app["tasks"].as_array().unwrap().len(), 2);
         }
     }
+
+    // The non-production region's launch event went through the pseudo-central cluster.
+    let hop = flow
+        .topology
+        .routes()
+        .into_iter()
+        .find(|r| {
+            r.region.as_str() == t
+                && r.to.as_str() == "stage-us-east-1"
+                && r.base.as_str() == "mot-deployment-launch-events"
+        })
+        .expect("a route to stage for the test region's launches");
+    let mut relayed = 0;
+    pipeline::read_to_end(
+        &flow.topology.localizer_home(&hop),
+        &hop.as_topic,
+        &common::unique("flow-reader"),
+        |m| {
+            if m.key() == Some(id.as_bytes()) {
+                relayed += 1;
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        relayed, 1,
+        "the launch event is on stage-us-east-1's {}",
+        hop.as_topic
+    );
 }
 
 #[actix_web::test]

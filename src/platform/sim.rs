@@ -208,6 +208,7 @@ impl Platform {
                     "/{zone}/_sim/apps/{id}/health/{state}",
                     web::post().to(set_health),
                 )
+                .route("/{zone}/_sim/tasks/{task}/kill", web::post().to(kill_task))
                 .route("/{zone}/_sim/stats", web::get().to(stats))
         })
         .workers(1)
@@ -369,6 +370,38 @@ async fn set_health(p: P, path: web::Path<(String, String, String)>) -> HttpResp
         }
         z.index += 1;
         HttpResponse::NoContent().finish()
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+/// Kills a task; like Marathon, the zone starts a replacement (healthy after the delay).
+async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, task) = path.into_inner();
+    let region = p.region.clone();
+    let next_port = p.next_port.clone();
+    p.with_zone(&zone, |z| {
+        for app in z.apps.values_mut() {
+            if let Some(i) = app.tasks.iter().position(|t| t.id == task) {
+                let killed = app.tasks.remove(i);
+                let mut port = next_port.lock().unwrap_or_else(|p| p.into_inner());
+                *port = port.wrapping_add(1).max(31000);
+                app.tasks.push(SimTask {
+                    id: format!(
+                        "{}.{}-{}-{}",
+                        app.definition.id.trim_start_matches('/'),
+                        region,
+                        zone,
+                        uuid::Uuid::new_v4()
+                    ),
+                    host: killed.host,
+                    port: *port,
+                    started: Instant::now(),
+                });
+                z.index += 1;
+                return HttpResponse::NoContent().finish();
+            }
+        }
+        HttpResponse::NotFound().json(json!({"message": format!("no task {task}")}))
     })
     .unwrap_or_else(|| no_zone(&zone))
 }
