@@ -516,6 +516,10 @@ async fn a_failing_agent_is_restarted_with_backoff_while_another_region_keeps_pr
         failing_counters.last_backoff_ms >= 400,
         "backoff grew to its cap: {failing_counters:?}"
     );
+    common::eventually(60, "the healthy region's ten updates acknowledged", || {
+        h.counters(AGENT, g).published >= 10
+    })
+    .await;
     let healthy_counters = h.counters(AGENT, g);
     assert_eq!(healthy_counters.restarts, 0);
     assert_eq!(healthy_counters.published, 10, "{healthy_counters:?}");
