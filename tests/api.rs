@@ -49,6 +49,15 @@ async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
     .await
     .unwrap();
     let topology = Topology::checked(&config).unwrap();
+    if central_bootstrap.is_none() {
+        // As `mot run` does at start: the topics of the central cluster exist.
+        let admin = topology
+            .cluster_admin(&topology.central_region().cluster)
+            .unwrap();
+        mot::topics::clients::ensure_topics(&topology, &admin)
+            .await
+            .unwrap();
+    }
     let state = AppState::connect(topology.clone()).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

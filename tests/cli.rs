@@ -61,21 +61,39 @@ async fn run_serves_healthz_and_exits_zero_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let file = common::dev_toml_with(&[(
-        "listen = \"127.0.0.1:8080\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    )]);
+    let keyspace = common::unique("mot_cli");
+    let file = common::dev_toml_with(&[
+        (
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ),
+        ("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\"")),
+    ]);
+    let migrated = Command::new(common::mot_bin())
+        .args(["migrate", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
     let mut child = Command::new(common::mot_bin())
         .args(["run", "--config"])
         .arg(file.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/healthz");
     let client = reqwest::Client::new();
     let mut answer = None;
-    for _ in 0..200 {
+    // Start-up ensures topics on four clusters, which a freshly started broker takes a while for.
+    for _ in 0..1200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mot run exited early with {status}");
+        }
         if let Ok(resp) = client.get(&url).send().await {
             answer = Some((
                 resp.status(),

@@ -348,7 +348,13 @@ async fn run_ensures_its_own_topics_at_start() {
         .port();
     let mut text = std::fs::read_to_string(file.path()).unwrap();
     text.push_str(&format!("\n[web]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let text = text.replace(
+        "keyspace = \"mot\"",
+        &format!("keyspace = \"{}\"", common::unique("mot_run")),
+    );
     std::fs::write(file.path(), text).unwrap();
+    let migrated = mot(&["migrate"], file.path());
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
 
     let _daemon = KillOnDrop(
         Command::new(common::mot_bin())
@@ -361,7 +367,7 @@ async fn run_ensures_its_own_topics_at_start() {
     );
     let client = reqwest::Client::new();
     let mut up = false;
-    for _ in 0..300 {
+    for _ in 0..1200 {
         if client
             .get(format!("http://127.0.0.1:{port}/healthz"))
             .send()
