@@ -35,7 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let state = web::AppState::connect(topology.clone())
             .await
             .context("cannot start the api")?;
-        let server = web::server(listener, Some(state)).context("cannot start the api")?;
+        let server =
+            web::server(listener, Some(state), registry.clone()).context("cannot start the api")?;
         let handle = server.handle();
         let task = actix_web::rt::spawn(server);
         tracing::info!(%addr, "api listening");

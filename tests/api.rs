@@ -26,6 +26,8 @@ struct TestApp {
     url: String,
     topology: Topology,
     client: reqwest::Client,
+    /// The agents' counters the app's `/metrics` shows.
+    registry: Registry,
 }
 
 /// Spawns the API on port 0 with a fresh, migrated keyspace; `central_bootstrap` overrides the
@@ -61,11 +63,13 @@ async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
     let state = AppState::connect(topology.clone()).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    actix_web::rt::spawn(web::server(listener, Some(state)).unwrap());
+    let registry = Registry::default();
+    actix_web::rt::spawn(web::server(listener, Some(state), registry.clone()).unwrap());
     TestApp {
         url: format!("http://127.0.0.1:{port}"),
         topology,
         client: reqwest::Client::new(),
+        registry,
     }
 }
 
@@ -207,7 +211,7 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         app.topology.clone(),
         central,
         SERVICE_AGENTS,
-        Registry::default(),
+        app.registry.clone(),
         Backoff::default(),
     )
     .start();
@@ -239,6 +243,29 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         assert_eq!(got, zones);
         assert_eq!(env.payload.spec.instances_per_zone, 2);
     }
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let published = metrics
+        .lines()
+        .find(|l| l.starts_with("mot_agent_published_total{agent=\"DeploymentFanOutAgent\",region=\"production-us-east-1\"}"))
+        .unwrap_or_else(|| panic!("no fan-out counter in:\n{metrics}"));
+    let n: u64 = published.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 2, "{published}");
+    assert!(
+        metrics.contains(
+            "mot_http_requests_total{route=\"/deployments\",method=\"POST\",status=\"202\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mot_http_request_duration_seconds_count{route=\"/deployments\",method=\"POST\",status=\"202\"} 1"));
     supervisor.send(Shutdown).await.unwrap();
 }
 
@@ -470,4 +497,39 @@ async fn the_openapi_document_describes_the_served_routes() {
     }
     let required = &doc["components"]["schemas"]["DeploymentRequest"]["required"];
     assert!(required.as_array().unwrap().contains(&json!("targets")));
+}
+
+#[actix_web::test]
+async fn readyz_says_ready_when_kafka_and_cassandra_answer_and_names_what_is_not() {
+    let app = spawn_app().await;
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kafka production-us-east-1", "cassandra"]);
+
+    let down = spawn_app_with(Some("127.0.0.1:1")).await;
+    let not_ready = down
+        .client
+        .get(format!("{}/readyz", down.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_ready.status().as_u16(), 503);
+    let body: Value = not_ready.json().await.unwrap();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"][0]["ready"], false);
+    assert!(body["checks"][0]["reason"].is_string());
+    assert_eq!(body["checks"][1]["ready"], true, "cassandra is fine");
 }

@@ -95,6 +95,7 @@ async fn start() -> Flow {
         web::server(
             listener,
             Some(AppState::connect(topology.clone()).await.unwrap()),
+            Registry::default(),
         )
         .unwrap(),
     );

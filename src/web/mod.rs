@@ -4,8 +4,10 @@
 pub mod error;
 mod get_deployment;
 mod health;
+pub mod metrics;
 mod openapi;
 pub mod post_deployment;
+mod readyz;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
+use crate::actors::counters::Registry;
 use crate::actors::pipeline::{acknowledged, enqueue, Outgoing};
 use crate::models::deployment::DeploymentRequested;
 use crate::models::envelope::{Envelope, HEADER_EVENT_TYPE};
@@ -36,6 +39,8 @@ pub struct AppState {
     producer: HomeProducer,
     session: Arc<Session>,
     statements: Statements,
+    /// Asks the central cluster for metadata on `/readyz`.
+    kafka_probe: Arc<rdkafka::consumer::BaseConsumer>,
 }
 
 struct Statements {
@@ -100,11 +105,15 @@ impl AppState {
         let producer = topology
             .central_home()
             .producer_with_timeout(PRODUCE_TIMEOUT)?;
+        let kafka_probe = Arc::new(readyz::kafka_probe(&crate::topics::clients::base_config(
+            topology.central_cluster(),
+        ))?);
         Ok(Self {
             topology,
             producer,
             session,
             statements,
+            kafka_probe,
         })
     }
 
@@ -231,13 +240,39 @@ impl AppState {
     }
 }
 
-/// Builds the API server on an already bound listener (port 0 in tests). Signals are handled by
-/// the daemon, which stops the server gracefully through its handle.
-pub fn server(listener: TcpListener, state: Option<AppState>) -> std::io::Result<Server> {
+/// Builds the API server on an already bound listener (port 0 in tests). `state` is present when
+/// this process runs the service role; `/healthz` and `/metrics` are served either way. Signals
+/// are handled by the daemon, which stops the server gracefully through its handle.
+pub fn server(
+    listener: TcpListener,
+    state: Option<AppState>,
+    registry: Registry,
+) -> std::io::Result<Server> {
     let state = state.map(web::Data::new);
+    let registry = web::Data::new(registry);
+    let http_metrics = web::Data::new(metrics::HttpMetrics::default());
     let server = HttpServer::new(move || {
+        let recorder = http_metrics.clone();
         let app = App::new()
+            .app_data(registry.clone())
+            .app_data(http_metrics.clone())
+            .wrap_fn(move |req, srv| {
+                let started = std::time::Instant::now();
+                let method = req.method().to_string();
+                let recorder = recorder.clone();
+                let call = actix_web::dev::Service::call(srv, req);
+                async move {
+                    let res = call.await?;
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    recorder.record(&route, &method, res.status().as_u16(), started.elapsed());
+                    Ok(res)
+                }
+            })
             .route("/healthz", web::get().to(health::healthz))
+            .route("/metrics", web::get().to(metrics::metrics))
             .route("/openapi.json", web::get().to(openapi::openapi));
         match &state {
             Some(state) => app
@@ -249,7 +284,8 @@ pub fn server(listener: TcpListener, state: Option<AppState>) -> std::io::Result
                 .route(
                     "/deployments/{id}",
                     web::get().to(get_deployment::get_deployment),
-                ),
+                )
+                .route("/readyz", web::get().to(readyz::readyz)),
             None => app,
         }
     })

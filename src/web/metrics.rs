@@ -1,0 +1,148 @@
+//! `GET /metrics`: Prometheus text format. Per agent and region: records in, published,
+//! unchanged, skipped, dead-lettered, poll errors, restarts; per HTTP route, method and status:
+//! request counts and time spent.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use dashmap::DashMap;
+
+use crate::actors::counters::{CountersSnapshot, Registry};
+
+/// Route pattern, method, status.
+type RequestKey = (String, String, u16);
+/// Requests, and microseconds spent on them.
+type RequestTotals = (AtomicU64, AtomicU64);
+/// One agent counter: its name, help text, and how to read it.
+type Series = (&'static str, &'static str, fn(&CountersSnapshot) -> u64);
+
+/// Requests served, by route pattern, method and status.
+#[derive(Debug, Default, Clone)]
+pub struct HttpMetrics {
+    requests: Arc<DashMap<RequestKey, RequestTotals>>,
+}
+
+impl HttpMetrics {
+    /// Counts one request that took `elapsed`.
+    pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let entry = self
+            .requests
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default();
+        entry.0.fetch_add(1, Ordering::Relaxed);
+        entry
+            .1
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The metrics page.
+pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
+    let mut out = String::new();
+    let agents = registry.snapshot();
+    let series: [Series; 7] = [
+        ("records_in_total", "Records consumed by an agent.", |c| {
+            c.records_in
+        }),
+        (
+            "published_total",
+            "Records an agent produced and the broker acknowledged.",
+            |c| c.published,
+        ),
+        (
+            "unchanged_total",
+            "Records whose result equalled the last published one.",
+            |c| c.unchanged,
+        ),
+        (
+            "skipped_total",
+            "Records of another region passed over.",
+            |c| c.skipped,
+        ),
+        (
+            "dead_lettered_total",
+            "Records sent to mot-dead-letters.",
+            |c| c.dead_lettered,
+        ),
+        (
+            "poll_errors_total",
+            "Platform polls that got no answer.",
+            |c| c.poll_errors,
+        ),
+        (
+            "restarts_total",
+            "Times an agent was restarted by its supervisor.",
+            |c| c.restarts,
+        ),
+    ];
+    for (name, help, get) in series {
+        let _ = writeln!(
+            out,
+            "# HELP mot_agent_{name} {help}\n# TYPE mot_agent_{name} counter"
+        );
+        for (agent, region, counters) in &agents {
+            let _ = writeln!(
+                out,
+                "mot_agent_{name}{{agent=\"{}\",region=\"{region}\"}} {}",
+                escape(agent),
+                get(counters)
+            );
+        }
+    }
+    let mut requests: Vec<_> = http
+        .requests
+        .iter()
+        .map(|e| {
+            (
+                e.key().clone(),
+                e.value().0.load(Ordering::Relaxed),
+                e.value().1.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    requests.sort();
+    let _ = writeln!(out, "# HELP mot_http_requests_total HTTP requests served.\n# TYPE mot_http_requests_total counter");
+    for ((route, method, status), count, _) in &requests {
+        let _ = writeln!(
+            out,
+            "mot_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {count}",
+            escape(route)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mot_http_request_duration_seconds Time spent serving HTTP requests.\n# TYPE mot_http_request_duration_seconds summary"
+    );
+    for ((route, method, status), count, micros) in &requests {
+        let labels = format!(
+            "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+            escape(route)
+        );
+        let _ = writeln!(
+            out,
+            "mot_http_request_duration_seconds_sum{{{labels}}} {}",
+            *micros as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "mot_http_request_duration_seconds_count{{{labels}}} {count}"
+        );
+    }
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn metrics(registry: web::Data<Registry>, http: web::Data<HttpMetrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(render(&registry, &http))
+}
