@@ -336,3 +336,57 @@ async fn the_same_launch_event_delivered_twice_launches_once() {
         "one app, put once: {stats}"
     );
 }
+
+#[actix_web::test]
+async fn deployed_instances_reach_the_instance_topic_healthy() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let id = flow.post(json!([{"region": p}])).await;
+    flow.complete_events(&p, &id, 1).await;
+
+    // ConsulStateAgent polls each zone's simulated Consul; InstanceConsulStateAgent turns what it
+    // publishes into InstanceInfo changes.
+    let home = flow
+        .topology
+        .region_home(&RegionName::parse(&p).unwrap())
+        .unwrap();
+    let topic = TopicName::parse("mot-instance-state-change").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut latest = std::collections::BTreeMap::new();
+        pipeline::read_to_end(&home, &topic, &common::unique("flow-reader"), |m| {
+            if let Ok(env) =
+                envelope::decode::<mot::models::instance::InstanceInfo>(m.key(), m.payload())
+            {
+                if env.origin.as_str() == p {
+                    latest.insert(env.key.clone(), env);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let healthy: Vec<_> = latest
+            .values()
+            .filter(|e| {
+                e.kind != mot::models::envelope::Kind::Deleted
+                    && e.payload.health == mot::models::instance::Health::Passing
+                    && e.payload.deployment_id.as_deref() == Some(id.as_str())
+            })
+            .collect();
+        if healthy.len() == 6 {
+            let zones: std::collections::BTreeSet<_> =
+                healthy.iter().map(|e| e.payload.zone.to_string()).collect();
+            assert_eq!(zones.len(), 3, "two instances in each of three zones");
+            assert!(healthy
+                .iter()
+                .all(|e| e.payload.port >= 31000 && e.payload.service == "checkout-web"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "six healthy instances did not arrive: {}",
+            latest.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

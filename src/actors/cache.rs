@@ -11,8 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::models::envelope::Kind;
+use super::pipeline::{self, AgentContext, PipelineError};
+use crate::models::envelope::{self, Kind, Validate};
+use crate::topics::names::TopicName;
 
 /// One key's last published record.
 #[derive(Debug, Clone)]
@@ -115,6 +119,40 @@ impl LastRecordCache {
             self.groups
                 .remove_if(&entry.group, |_, keys| keys.is_empty());
         }
+    }
+
+    /// Rebuilds the cache of `agent` in `ctx`'s region from its own output `topic`: the last
+    /// record of each key this region published, minus the deleted ones. `group` names the group
+    /// a record belongs to.
+    pub async fn rebuild<T: DeserializeOwned + Serialize + Validate>(
+        agent: &str,
+        ctx: &AgentContext,
+        topic: &TopicName,
+        group: impl Fn(&T) -> String,
+    ) -> Result<Self, PipelineError> {
+        let cache = Self::new();
+        let region = &ctx.region.name;
+        let reader = format!("{}-rebuild", pipeline::consumer_group(agent, ctx));
+        let read = pipeline::read_to_end(&ctx.home, topic, &reader, |msg| {
+            use rdkafka::Message;
+            let Ok(env) = envelope::decode::<T>(msg.key(), msg.payload()) else {
+                return;
+            };
+            if &env.origin != region {
+                return;
+            }
+            match env.kind {
+                Kind::Deleted => cache.forget(&env.key),
+                _ => {
+                    if let Ok(json) = serde_json::to_vec(&env.payload) {
+                        cache.remember(&group(&env.payload), &env.key, &json);
+                    }
+                }
+            }
+        })
+        .await?;
+        tracing::info!(agent, region = %region, read, keys = cache.len(), "cache rebuilt");
+        Ok(cache)
     }
 
     fn put(&self, group: &Arc<str>, key: &str, json: Arc<[u8]>) {

@@ -13,9 +13,7 @@ use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
 use super::cache::LastRecordCache;
-use super::pipeline::{
-    self, Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source,
-};
+use super::pipeline::{Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source};
 
 /// Consul's check id prefix for a service in maintenance mode (traffic off).
 const MAINTENANCE_CHECK: &str = "_service_maintenance:";
@@ -140,30 +138,9 @@ impl Agent for InstanceConsulStateAgent {
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let output = TopicName::local(&catalog::INSTANCE_STATE_CHANGE.base());
-        let cache = LastRecordCache::new();
-        let region = ctx.region.name.clone();
-        let group = format!("{}-rebuild", pipeline::consumer_group(Self::NAME, ctx));
-        let read = pipeline::read_to_end(&ctx.home, &output, &group, |msg| {
-            use rdkafka::Message;
-            let Ok(env) = envelope::decode::<InstanceInfo>(msg.key(), msg.payload()) else {
-                return;
-            };
-            if env.origin != region {
-                return;
-            }
-            match env.kind {
-                Kind::Deleted => cache.forget(&env.key),
-                _ => {
-                    if let Ok(json) = serde_json::to_vec(&env.payload) {
-                        cache.remember(&env.payload.group(), &env.key, &json);
-                    }
-                }
-            }
-        })
-        .await?;
-        tracing::info!(agent = Self::NAME, region = %ctx.region.name, read, keys = cache.len(), "cache rebuilt");
+        let cache = LastRecordCache::rebuild(Self::NAME, ctx, &output, InstanceInfo::group).await?;
         Ok(Self {
-            region,
+            region: ctx.region.name.clone(),
             cache,
             output,
         })

@@ -11,6 +11,7 @@
 //! [`poller::Poller`] for a platform poller) and add one line to [`REGIONAL_AGENTS`].
 
 pub mod cache;
+pub mod consul_state;
 pub mod counters;
 pub mod deployment_fan_out;
 pub mod deployment_operation;
@@ -26,6 +27,7 @@ use supervisor::AgentEntry;
 pub const REGIONAL_AGENTS: &[AgentEntry] = &[
     AgentEntry::of::<instance_consul_state::InstanceConsulStateAgent>(),
     AgentEntry::of::<deployment_operation::DeploymentOperationAgent>(),
+    AgentEntry::poller::<consul_state::ConsulStateAgent>(),
 ];
 
 /// The service layer's agents, run for the central region.
