@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use mot::actors::counters::Registry;
 use mot::actors::pipeline;
 use mot::config::Config;
 use mot::models::deployment::{DeploymentCompleted, ZoneOutcome};
-use mot::models::envelope::{self, Envelope};
+use mot::models::envelope::{self, Envelope, Kind};
+use mot::models::instance::{Health, InstanceInfo};
 use mot::platform::sim::{Platform, SimOptions};
 use mot::store::{self, migrate};
 use mot::topics::clients;
@@ -30,6 +32,7 @@ struct Flow {
     test_region: String,
     prod_region: String,
     http: reqwest::Client,
+    registry: Registry,
 }
 
 /// The dev topology with its two app regions renamed uniquely (so this run's topics and consumer
@@ -88,7 +91,8 @@ async fn start() -> Flow {
     )
     .await
     .unwrap();
-    mot::daemon::start_agents(&topology, &Registry::default());
+    let registry = Registry::default();
+    mot::daemon::start_agents(&topology, &registry);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     actix_web::rt::spawn(
@@ -106,6 +110,7 @@ async fn start() -> Flow {
         test_region,
         prod_region,
         http: reqwest::Client::new(),
+        registry,
     }
 }
 
@@ -159,6 +164,53 @@ impl Flow {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{n} complete event(s) for {id} in {region} did not arrive"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The latest InstanceInfo change of each instance of `region`.
+    async fn instance_changes(&self, region: &str) -> BTreeMap<String, Envelope<InstanceInfo>> {
+        let home = self
+            .topology
+            .region_home(&RegionName::parse(region).unwrap())
+            .unwrap();
+        let topic = TopicName::parse("mot-instance-state-change").unwrap();
+        let mut latest = BTreeMap::new();
+        pipeline::read_to_end(&home, &topic, &common::unique("flow-reader"), |m| {
+            if let Ok(env) = envelope::decode::<InstanceInfo>(m.key(), m.payload()) {
+                if env.origin.as_str() == region {
+                    latest.insert(env.key.clone(), env);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        latest
+    }
+
+    /// Waits until `n` instances of deployment `id` in `region` are live and passing.
+    async fn healthy_instances(&self, region: &str, id: &str, n: usize) -> Vec<InstanceInfo> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let healthy: Vec<InstanceInfo> = self
+                .instance_changes(region)
+                .await
+                .into_values()
+                .filter(|e| {
+                    e.kind != Kind::Deleted
+                        && e.payload.health == Health::Passing
+                        && e.payload.deployment_id.as_deref() == Some(id)
+                })
+                .map(|e| e.payload)
+                .collect();
+            if healthy.len() == n {
+                return healthy;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} healthy instances did not arrive ({} so far)",
+                healthy.len()
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -346,47 +398,68 @@ async fn deployed_instances_reach_the_instance_topic_healthy() {
 
     // ConsulStateAgent polls each zone's simulated Consul; InstanceConsulStateAgent turns what it
     // publishes into InstanceInfo changes.
-    let home = flow
-        .topology
-        .region_home(&RegionName::parse(&p).unwrap())
-        .unwrap();
-    let topic = TopicName::parse("mot-instance-state-change").unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut latest = std::collections::BTreeMap::new();
-        pipeline::read_to_end(&home, &topic, &common::unique("flow-reader"), |m| {
-            if let Ok(env) =
-                envelope::decode::<mot::models::instance::InstanceInfo>(m.key(), m.payload())
-            {
-                if env.origin.as_str() == p {
-                    latest.insert(env.key.clone(), env);
-                }
-            }
-        })
+    let healthy = flow.healthy_instances(&p, &id, 6).await;
+    let zones: std::collections::BTreeSet<_> = healthy.iter().map(|i| i.zone.to_string()).collect();
+    assert_eq!(zones.len(), 3, "two instances in each of three zones");
+    assert!(healthy
+        .iter()
+        .all(|i| i.port >= 31000 && i.service == "checkout-web"));
+
+    // Zone a's Consul stops answering: its instances are not taken for gone.
+    let consul_polls = || {
+        flow.registry
+            .get("ConsulStateAgent", &RegionName::parse(&p).unwrap())
+            .snapshot()
+            .records_in
+    };
+    flow.http
+        .post(format!("{}/a/_sim/consul/down", flow.sim(&p)))
+        .send()
         .await
         .unwrap();
-        let healthy: Vec<_> = latest
+    let before = consul_polls();
+    common::eventually(60, "three polls with zone a's Consul down", || {
+        consul_polls() >= before + 3
+    })
+    .await;
+    let latest = flow.instance_changes(&p).await;
+    let deleted_in_a = latest
+        .values()
+        .filter(|e| e.kind == Kind::Deleted && e.payload.zone.as_str() == "a")
+        .count();
+    assert_eq!(deleted_in_a, 0, "an unanswering Consul deletes nothing");
+    flow.http
+        .post(format!("{}/a/_sim/consul/up", flow.sim(&p)))
+        .send()
+        .await
+        .unwrap();
+
+    // A task killed in zone b is replaced: its instance is deleted, the new one arrives.
+    let victim = healthy
+        .iter()
+        .find(|i| i.zone.as_str() == "b")
+        .unwrap()
+        .instance_id
+        .clone();
+    flow.http
+        .post(format!("{}/b/_sim/tasks/{victim}/kill", flow.sim(&p)))
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let latest = flow.instance_changes(&p).await;
+        if latest
             .values()
-            .filter(|e| {
-                e.kind != mot::models::envelope::Kind::Deleted
-                    && e.payload.health == mot::models::instance::Health::Passing
-                    && e.payload.deployment_id.as_deref() == Some(id.as_str())
-            })
-            .collect();
-        if healthy.len() == 6 {
-            let zones: std::collections::BTreeSet<_> =
-                healthy.iter().map(|e| e.payload.zone.to_string()).collect();
-            assert_eq!(zones.len(), 3, "two instances in each of three zones");
-            assert!(healthy
-                .iter()
-                .all(|e| e.payload.port >= 31000 && e.payload.service == "checkout-web"));
+            .any(|e| e.payload.instance_id == victim && e.kind == Kind::Deleted)
+        {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "six healthy instances did not arrive: {}",
-            latest.len()
+            "the killed task's instance was not deleted"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    flow.healthy_instances(&p, &id, 6).await;
 }

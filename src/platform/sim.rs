@@ -5,8 +5,8 @@
 //! become healthy after a configurable delay.
 //!
 //! Zone `z` is served under `/z/marathon`, `/z/mesos` and `/z/consul`, as the topology's zone
-//! URLs say. `/z/_sim/...` lets a test take a zone's scheduler down, kill a task or fail an app's
-//! health checks. This is the one simulator mot ships: those platforms cannot run here.
+//! URLs say. `/z/_sim/...` lets a test take a zone's scheduler or Consul down, kill a task or fail
+//! an app's health checks. This is the one simulator mot ships: those platforms cannot run here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -30,6 +30,7 @@ pub struct SimOptions {
 #[derive(Debug, Default)]
 struct ZoneState {
     scheduler_down: bool,
+    consul_down: bool,
     apps: BTreeMap<String, SimApp>,
     /// PUTs that changed an app (a repeated identical PUT changes nothing).
     changes: u64,
@@ -209,6 +210,7 @@ impl Platform {
                     web::post().to(set_health),
                 )
                 .route("/{zone}/_sim/tasks/{task}/kill", web::post().to(kill_task))
+                .route("/{zone}/_sim/consul/{state}", web::post().to(set_consul))
                 .route("/{zone}/_sim/stats", web::get().to(stats))
         })
         .workers(1)
@@ -289,6 +291,9 @@ async fn mesos_state(p: P, path: web::Path<String>) -> HttpResponse {
 async fn consul_services(p: P, path: web::Path<String>) -> HttpResponse {
     let zone = path.into_inner();
     p.with_zone(&zone, |z| {
+        if z.consul_down {
+            return consul_unavailable();
+        }
         let services: BTreeMap<String, Vec<String>> = z
             .apps
             .values()
@@ -321,6 +326,9 @@ fn service_tags(app: &App) -> Vec<String> {
 async fn consul_health(p: P, path: web::Path<(String, String)>) -> HttpResponse {
     let (zone, service) = path.into_inner();
     p.with_zone(&zone, |z| {
+        if z.consul_down {
+            return consul_unavailable();
+        }
         let id = format!("/{service}");
         let entries: Vec<_> = z
             .apps
@@ -357,6 +365,19 @@ async fn set_scheduler(p: P, path: web::Path<(String, String)>) -> HttpResponse 
         HttpResponse::NoContent().finish()
     })
     .unwrap_or_else(|| no_zone(&zone))
+}
+
+async fn set_consul(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, state) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        z.consul_down = state == "down";
+        HttpResponse::NoContent().finish()
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+fn consul_unavailable() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().body("No cluster leader")
 }
 
 async fn set_health(p: P, path: web::Path<(String, String, String)>) -> HttpResponse {
