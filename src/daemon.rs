@@ -1,7 +1,9 @@
-//! `mot run`: the long-running process. Starts the roles the config names, then waits for
-//! SIGINT or SIGTERM and stops them gracefully.
+//! `mot run`: the long-running process. Starts the roles the config names; SIGHUP reloads the
+//! topology (a new region's agents start, a removed region's stop, an invalid file is refused and
+//! the running topology kept); SIGINT or SIGTERM stop everything gracefully.
 
 use std::net::TcpListener;
+use std::path::Path;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,32 +21,129 @@ use crate::topics::names::{ClusterName, RegionName};
 use crate::topics::topology::Topology;
 use crate::web;
 
-/// Runs until SIGINT or SIGTERM. Must be called inside an actix system.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// The supervisors running, by region, with what each was started from.
+struct RunningRegions {
+    registry: Registry,
+    running: BTreeMap<RegionName, (String, Addr<RegionSupervisor>)>,
+}
+
+impl RunningRegions {
+    /// Makes the running supervisors those `topology` asks for: stops the regions it no longer
+    /// has (or whose agents or region changed), starts the new ones; leaves the others alone.
+    async fn converge(&mut self, topology: &Topology) {
+        let wanted = plan_agents(topology);
+        let fingerprints: BTreeMap<RegionName, String> = wanted
+            .iter()
+            .map(|(region, specs)| (region.clone(), fingerprint(topology, region, specs)))
+            .collect();
+        let stale: Vec<RegionName> = self
+            .running
+            .iter()
+            .filter(|(region, (print, _))| fingerprints.get(*region) != Some(print))
+            .map(|(region, _)| region.clone())
+            .collect();
+        for region in stale {
+            if let Some((_, supervisor)) = self.running.remove(&region) {
+                let _ = supervisor.send(Shutdown).await;
+                if !wanted.contains_key(&region) {
+                    self.registry.remove_region(&region);
+                }
+                tracing::info!(%region, "region's agents stopped");
+            }
+        }
+        for (region, specs) in wanted {
+            if self.running.contains_key(&region) {
+                continue;
+            }
+            let print = fingerprints[&region].clone();
+            let supervisor = RegionSupervisor::new(
+                topology.clone(),
+                region.clone(),
+                specs,
+                self.registry.clone(),
+                Backoff::default(),
+            )
+            .start();
+            self.running.insert(region, (print, supervisor));
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let drains: Vec<_> = self
+            .running
+            .values()
+            .map(|(_, s)| s.send(Shutdown))
+            .collect();
+        for drained in drains {
+            let _ = drained.await;
+        }
+        self.running.clear();
+    }
+}
+
+/// What a region's supervisor was started from: its agents and its region's configuration.
+fn fingerprint(topology: &Topology, region: &RegionName, specs: &[AgentSpec]) -> String {
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let config = serde_json::to_string(&topology.config().region(region)).unwrap_or_default();
+    format!("{names:?}{config}")
+}
+
+/// Runs until SIGINT or SIGTERM; SIGHUP reloads the topology from `path`. Must be called inside
+/// an actix system.
+pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let topology = Topology::checked(&config)?;
     ensure_home_topics(&topology).await;
 
     let registry = Registry::default();
-    let supervisors = start_agents(&topology, &registry);
+    let mut regions = RunningRegions {
+        registry: registry.clone(),
+        running: BTreeMap::new(),
+    };
+    regions.converge(&topology).await;
 
     let mut web_server = None;
+    let mut api_state = None;
     if config.runs(Role::Service) {
         let listener = TcpListener::bind(&config.web.listen)
             .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
         let addr = listener.local_addr()?;
-        let state = web::AppState::connect(topology.clone())
-            .await
+        let state = actix_web::web::Data::new(
+            web::AppState::connect(topology.clone())
+                .await
+                .context("cannot start the api")?,
+        );
+        let server = web::server(listener, Some(state.clone()), registry.clone())
             .context("cannot start the api")?;
-        let server =
-            web::server(listener, Some(state), registry.clone()).context("cannot start the api")?;
         let handle = server.handle();
         let task = actix_web::rt::spawn(server);
         tracing::info!(%addr, "api listening");
         web_server = Some((handle, task));
+        api_state = Some(state);
     }
     tracing::info!(roles = ?config.node.roles, "mot running");
 
-    let signal_name = wait_for_stop_signal().await?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let signal_name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => match reload(path, &config) {
+                Ok(topology) => {
+                    ensure_home_topics(&topology).await;
+                    regions.converge(&topology).await;
+                    if let Some(state) = &api_state {
+                        state.set_topology(topology);
+                    }
+                    tracing::info!(file = %path.display(), "topology reloaded");
+                }
+                Err(error) => {
+                    tracing::error!(file = %path.display(), error = %format!("{error:#}"), "reload refused; keeping the running topology");
+                }
+            },
+        }
+    };
     tracing::info!(signal = signal_name, "stopping");
     let deadline = std::time::Duration::from_secs(config.node.shutdown_timeout_secs);
     let stop = async {
@@ -52,10 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             handle.stop(true).await;
             let _ = task.await;
         }
-        let drains: Vec<_> = supervisors.iter().map(|s| s.send(Shutdown)).collect();
-        for drained in drains {
-            let _ = drained.await;
-        }
+        regions.stop_all().await;
     };
     if tokio::time::timeout(deadline, stop).await.is_err() {
         tracing::warn!(
@@ -67,11 +163,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The topology of `path` when it is valid and keeps what a reload cannot change (the roles and
+/// the API's address, which need a restart).
+fn reload(path: &Path, running: &Config) -> anyhow::Result<Topology> {
+    let config = Config::load(path)?;
+    if config.node.roles != running.node.roles || config.web.listen != running.web.listen {
+        anyhow::bail!("node.roles and web.listen change only with a restart");
+    }
+    if config.cassandra.keyspace != running.cassandra.keyspace {
+        anyhow::bail!("cassandra.keyspace changes only with a restart");
+    }
+    Ok(Topology::checked(&config)?)
+}
+
 /// Starts one supervisor per region for the agents this process's roles run for that region:
 /// the regional agents of the regions it hosts, and the localizers of the routes whose
 /// destination is one of its datacenters (routes into the central cluster with the persistence
 /// layer, the others with the regional layer of the region whose topic they carry).
 pub fn start_agents(topology: &Topology, registry: &Registry) -> Vec<Addr<RegionSupervisor>> {
+    plan_agents(topology)
+        .into_iter()
+        .map(|(region, agents)| {
+            RegionSupervisor::new(
+                topology.clone(),
+                region,
+                agents,
+                registry.clone(),
+                Backoff::default(),
+            )
+            .start()
+        })
+        .collect()
+}
+
+/// The agents this process's roles run, by region.
+fn plan_agents(topology: &Topology) -> BTreeMap<RegionName, Vec<AgentSpec>> {
     let config = topology.config();
     let hosted = |region: &RegionName| {
         config.runs(Role::Regional)
@@ -120,18 +246,6 @@ pub fn start_agents(topology: &Topology, registry: &Registry) -> Vec<Addr<Region
         }
     }
     specs
-        .into_iter()
-        .map(|(region, agents)| {
-            RegionSupervisor::new(
-                topology.clone(),
-                region,
-                agents,
-                registry.clone(),
-                Backoff::default(),
-            )
-            .start()
-        })
-        .collect()
 }
 
 /// The clusters of the datacenters this process's roles run in: central for the service and
@@ -173,13 +287,4 @@ async fn ensure_home_topics(topology: &Topology) {
             }
         }
     }
-}
-
-async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }

@@ -165,8 +165,8 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
-            let config = Config::load(&config)?;
-            actix::System::new().block_on(mot::daemon::run(config))
+            let loaded = Config::load(&config)?;
+            actix::System::new().block_on(mot::daemon::run(loaded, &config))
         }
         Command::Migrate { config, migrations } => {
             let config = Config::load(&config)?;

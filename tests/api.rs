@@ -64,7 +64,14 @@ async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let registry = Registry::default();
-    actix_web::rt::spawn(web::server(listener, Some(state), registry.clone()).unwrap());
+    actix_web::rt::spawn(
+        web::server(
+            listener,
+            Some(actix_web::web::Data::new(state)),
+            registry.clone(),
+        )
+        .unwrap(),
+    );
     TestApp {
         url: format!("http://127.0.0.1:{port}"),
         topology,

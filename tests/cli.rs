@@ -119,3 +119,125 @@ async fn run_serves_healthz_and_exits_zero_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `mot run` reloads its topology on SIGHUP: a new region's agents start, a removed region's
+/// stop, an invalid file is refused and the running topology kept. Seen through `/metrics`.
+#[tokio::test]
+async fn sighup_reloads_the_topology_and_refuses_an_invalid_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let keyspace = common::unique("mot_hup");
+    let (a, b) = (common::unique_region(), common::unique_region());
+    let config_for = |regions: &[(&str, &str)]| {
+        common::topology_toml(regions, "mot")
+            .replace("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\""))
+            + &format!("\n[web]\nlisten = \"127.0.0.1:{port}\"\n")
+    };
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), config_for(&[(&a, "production-us-west-2")])).unwrap();
+    let migrated = Command::new(common::mot_bin())
+        .args(["migrate", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let mut child = Command::new(common::mot_bin())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let client = reqwest::Client::new();
+    let metrics = || {
+        let client = client.clone();
+        async move {
+            match client
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+            {
+                Ok(resp) => resp.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        }
+    };
+    let has_region = |text: &str, region: &str| text.contains(&format!("region=\"{region}\""));
+    let wait_for = |what: &'static str, check: Box<dyn Fn(&str) -> bool>| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let text = metrics().await;
+            if check(&text) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for: {what}\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+
+    let (a1, a2) = (a.clone(), a.clone());
+    wait_for("region a's agents", Box::new(move |t| has_region(t, &a1))).await;
+
+    std::fs::write(
+        file.path(),
+        config_for(&[(&a, "production-us-west-2"), (&b, "test-us-east-1")]),
+    )
+    .unwrap();
+    hup();
+    let (b1, b2) = (b.clone(), b.clone());
+    wait_for(
+        "region b's agents after the reload",
+        Box::new(move |t| has_region(t, &b1)),
+    )
+    .await;
+
+    std::fs::write(file.path(), config_for(&[(&b, "test-us-east-1")])).unwrap();
+    hup();
+    wait_for(
+        "region a's agents gone",
+        Box::new(move |t| !t.is_empty() && !has_region(t, &a2) && has_region(t, &b2)),
+    )
+    .await;
+
+    std::fs::write(file.path(), "this is [not a topology").unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "an invalid file does not stop mot"
+    );
+    let text = metrics().await;
+    assert!(
+        has_region(&text, &b),
+        "the running topology is kept:\n{text}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -98,7 +98,9 @@ async fn start() -> Flow {
     actix_web::rt::spawn(
         web::server(
             listener,
-            Some(AppState::connect(topology.clone()).await.unwrap()),
+            Some(actix_web::web::Data::new(
+                AppState::connect(topology.clone()).await.unwrap(),
+            )),
             Registry::default(),
         )
         .unwrap(),

@@ -80,6 +80,11 @@ impl Registry {
             .clone()
     }
 
+    /// Forgets the counters of `region`'s agents (the region was removed from the topology).
+    pub fn remove_region(&self, region: &RegionName) {
+        self.counters.retain(|(_, r), _| r != region);
+    }
+
     /// A snapshot of every agent's counters.
     pub fn snapshot(&self) -> Vec<(String, RegionName, CountersSnapshot)> {
         let mut all: Vec<_> = self

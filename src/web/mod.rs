@@ -33,8 +33,8 @@ use error::ApiError;
 
 /// What every request handler shares.
 pub struct AppState {
-    /// The topology: regions and zones a request may target.
-    pub topology: Topology,
+    /// The topology: regions and zones a request may target; replaced on reload (SIGHUP).
+    topology: std::sync::RwLock<Topology>,
     /// Producer to the central cluster, with the API's delivery timeout.
     producer: HomeProducer,
     session: Arc<Session>,
@@ -109,12 +109,25 @@ impl AppState {
             topology.central_cluster(),
         ))?);
         Ok(Self {
-            topology,
+            topology: std::sync::RwLock::new(topology),
             producer,
             session,
             statements,
             kafka_probe,
         })
+    }
+
+    /// The topology requests are checked against now.
+    pub fn topology(&self) -> Topology {
+        self.topology
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks requests against `topology` from now on.
+    pub fn set_topology(&self, topology: Topology) {
+        *self.topology.write().unwrap_or_else(|p| p.into_inner()) = topology;
     }
 
     /// The deployment id `key` stands for: a new one when the key is new, the first one when the
@@ -245,10 +258,9 @@ impl AppState {
 /// are handled by the daemon, which stops the server gracefully through its handle.
 pub fn server(
     listener: TcpListener,
-    state: Option<AppState>,
+    state: Option<web::Data<AppState>>,
     registry: Registry,
 ) -> std::io::Result<Server> {
-    let state = state.map(web::Data::new);
     let registry = web::Data::new(registry);
     let http_metrics = web::Data::new(metrics::HttpMetrics::default());
     let server = HttpServer::new(move || {

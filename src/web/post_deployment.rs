@@ -102,7 +102,7 @@ pub async fn post_deployment(
     let envelope = Envelope::new(
         Kind::Requested,
         id.to_string(),
-        state.topology.config().topology.central.clone(),
+        state.topology().config().topology.central.clone(),
         now_us(),
         requested,
     );
@@ -317,7 +317,8 @@ fn validate_targets(
     state: &AppState,
     bad: &mut impl FnMut(String, String),
 ) -> Vec<Target> {
-    let config = state.topology.config();
+    let topology = state.topology();
+    let config = topology.config();
     if targets.is_empty() {
         bad("targets".into(), "must name at least one region".into());
     }

@@ -20,7 +20,7 @@ struct Check {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = Vec::new();
 
-    let central = state.topology.central_home();
+    let central = state.topology().central_home();
     let kafka_name = format!("kafka {}", central.name());
     let probe = state.kafka_probe.clone();
     let kafka = web::block(move || {
