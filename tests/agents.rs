@@ -585,15 +585,7 @@ impl Poller for TestConsulPoller {
                     envelope::now_us(),
                     (),
                 );
-                let cause = Incoming {
-                    topic: String::new(),
-                    partition: 0,
-                    offset: 0,
-                    key: None,
-                    value: None,
-                    headers: vec![],
-                    timestamp_ms: None,
-                };
+                let cause = Incoming::unprompted();
                 Outgoing::envelope(
                     TopicName::local(&catalog::CONSUL_APP_STATE.base()),
                     "ConsulAppState",

@@ -113,15 +113,7 @@ impl Poller for ConsulStateAgent {
         let mut out = Vec::new();
         let mut last_error = None;
         let mut failed_zones = 0;
-        let cause = Incoming {
-            topic: String::new(),
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: None,
-            headers: Vec::new(),
-            timestamp_ms: None,
-        };
+        let cause = Incoming::unprompted();
         for zone in &self.zones {
             let states = match self.zone_state(http, zone).await {
                 Ok(states) => states,

@@ -101,6 +101,19 @@ impl Incoming {
         }
     }
 
+    /// The cause of records a poller publishes on its own: no source record, no trace context.
+    pub fn unprompted() -> Self {
+        Self {
+            topic: String::new(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
     /// The value of header `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
