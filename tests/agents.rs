@@ -727,12 +727,9 @@ impl Agent for CassandraSinkAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
-        let input = match envelope::decode::<ConsulAppState>(
-            incoming.key.as_deref(),
-            incoming.value.as_deref(),
-        ) {
+        let input = match incoming.decode::<ConsulAppState>() {
             Ok(input) => input,
-            Err(e) => return Outcome::Reject(e.to_string()),
+            Err(rejected) => return rejected,
         };
         if input.origin != self.region {
             return Outcome::Skip;

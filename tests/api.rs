@@ -17,7 +17,6 @@ use mot::actors::SERVICE_AGENTS;
 use mot::config::Config;
 use mot::models::deployment::{DeploymentRequested, LaunchRequested};
 use mot::models::envelope::{self, Envelope};
-use mot::store::{self, migrate};
 use mot::topics::names::TopicName;
 use mot::topics::topology::Topology;
 use mot::web::{self, AppState};
@@ -42,14 +41,7 @@ async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
         text = text.replace("127.0.0.1:19092", bootstrap);
     }
     let config = Config::from_toml(Path::new("api-test.toml"), &text).unwrap();
-    let session = store::connect(&config.cassandra).await.unwrap();
-    migrate::migrate(
-        &session,
-        &config.cassandra,
-        &migrate::Migration::embedded().unwrap(),
-    )
-    .await
-    .unwrap();
+    common::migrated(&config).await;
     let topology = Topology::checked(&config).unwrap();
     if central_bootstrap.is_none() {
         // As `mot run` does at start: the topics of the central cluster exist.

@@ -19,7 +19,6 @@ use mot::models::deployment::{DeploymentCompleted, ZoneOutcome};
 use mot::models::envelope::{self, Envelope, Kind};
 use mot::models::instance::{Health, InstanceInfo};
 use mot::platform::sim::{Platform, SimOptions};
-use mot::store::{self, migrate};
 use mot::topics::clients;
 use mot::topics::names::{RegionName, TopicName};
 use mot::topics::topology::Topology;
@@ -83,14 +82,7 @@ async fn start() -> Flow {
             .await
             .unwrap();
     }
-    let session = store::connect(&config.cassandra).await.unwrap();
-    migrate::migrate(
-        &session,
-        &config.cassandra,
-        &migrate::Migration::embedded().unwrap(),
-    )
-    .await
-    .unwrap();
+    common::migrated(&config).await;
     let registry = Registry::default();
     mot::daemon::start_agents(&topology, &registry);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

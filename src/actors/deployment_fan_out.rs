@@ -10,7 +10,7 @@
 //! a launch idempotently.
 
 use crate::models::deployment::{DeploymentRequested, LaunchRequested};
-use crate::models::envelope::{self, Envelope, Kind};
+use crate::models::envelope::{Envelope, Kind};
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
@@ -74,12 +74,9 @@ impl Agent for DeploymentFanOutAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
-        let request = match envelope::decode::<DeploymentRequested>(
-            incoming.key.as_deref(),
-            incoming.value.as_deref(),
-        ) {
+        let request = match incoming.decode::<DeploymentRequested>() {
             Ok(request) => request,
-            Err(e) => return Outcome::Reject(e.to_string()),
+            Err(rejected) => return rejected,
         };
         if request.origin != self.central {
             return Outcome::Skip;

@@ -14,7 +14,7 @@ use futures::future::join_all;
 
 use crate::config::ZoneConfig;
 use crate::models::deployment::{DeploymentCompleted, LaunchRequested, ZoneOutcome};
-use crate::models::envelope::{self, now_us, Envelope, Kind};
+use crate::models::envelope::{now_us, Envelope, Kind};
 use crate::platform::marathon::{
     self, App, Container, Docker, MarathonClient, MarathonHealthCheck, PortDefinition,
 };
@@ -202,12 +202,9 @@ impl Agent for DeploymentOperationAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
-        let launch = match envelope::decode::<LaunchRequested>(
-            incoming.key.as_deref(),
-            incoming.value.as_deref(),
-        ) {
+        let launch = match incoming.decode::<LaunchRequested>() {
             Ok(launch) => launch,
-            Err(e) => return Outcome::Reject(e.to_string()),
+            Err(rejected) => return rejected,
         };
         if launch.payload.region != self.region {
             return Outcome::Reject(format!(

@@ -7,7 +7,7 @@
 //! The conversion ([`instances`]) is a plain function; the diff is the shared last-record cache.
 
 use crate::models::consul::ConsulAppState;
-use crate::models::envelope::{self, Envelope, Kind};
+use crate::models::envelope::{Envelope, Kind};
 use crate::models::instance::{CheckResult, Health, InstanceInfo};
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
@@ -147,12 +147,9 @@ impl Agent for InstanceConsulStateAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
-        let input = match envelope::decode::<ConsulAppState>(
-            incoming.key.as_deref(),
-            incoming.value.as_deref(),
-        ) {
+        let input = match incoming.decode::<ConsulAppState>() {
             Ok(input) => input,
-            Err(e) => return Outcome::Reject(e.to_string()),
+            Err(rejected) => return rejected,
         };
         if input.origin != self.region {
             return Outcome::Skip;
@@ -235,7 +232,7 @@ mod tests {
             .into_iter()
             .map(|o| {
                 let env: Envelope<InstanceInfo> =
-                    envelope::decode(o.key.as_deref(), o.value.as_deref()).unwrap();
+                    crate::models::envelope::decode(o.key.as_deref(), o.value.as_deref()).unwrap();
                 assert!(
                     o.headers.iter().any(|(k, _)| k == "traceparent"),
                     "trace context carried"

@@ -114,6 +114,15 @@ impl Incoming {
         }
     }
 
+    /// The record's envelope, or the outcome for a record that does not decode: dead-lettered
+    /// with the reason.
+    pub fn decode<T: serde::de::DeserializeOwned + envelope::Validate>(
+        &self,
+    ) -> Result<envelope::Envelope<T>, Outcome> {
+        envelope::decode(self.key.as_deref(), self.value.as_deref())
+            .map_err(|e| Outcome::Reject(e.to_string()))
+    }
+
     /// The value of header `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers

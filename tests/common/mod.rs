@@ -124,3 +124,13 @@ pub fn zones_toml(names: &[&str], base: &str) -> String {
         .collect();
     format!("zones = [{}]", zones.join(", "))
 }
+
+/// Connects to the configured Cassandra and applies mot's migrations to the configured keyspace,
+/// as `mot migrate` does.
+pub async fn migrated(config: &Config) {
+    let session = mot::store::connect(&config.cassandra).await.unwrap();
+    let migrations = mot::store::migrate::Migration::embedded().unwrap();
+    mot::store::migrate::migrate(&session, &config.cassandra, &migrations)
+        .await
+        .unwrap();
+}
