@@ -14,7 +14,7 @@ use crate::actors::counters::Registry;
 use std::collections::BTreeMap;
 
 use crate::actors::supervisor::{AgentSpec, Backoff, RegionSupervisor, Shutdown};
-use crate::actors::{LOCALIZER, REGIONAL_AGENTS, SERVICE_AGENTS};
+use crate::actors::{LOCALIZER, PERSISTENCE_AGENTS, REGIONAL_AGENTS, SERVICE_AGENTS};
 use crate::config::{Carrier, Config, Role};
 use crate::topics::clients::{self, ClusterAdmin};
 use crate::topics::names::{ClusterName, RegionName};
@@ -213,6 +213,21 @@ fn plan_agents(topology: &Topology) -> BTreeMap<RegionName, Vec<AgentSpec>> {
                 .entry(region.name.clone())
                 .or_default()
                 .extend(regional);
+        }
+    }
+    if config.runs(Role::Persistence) {
+        // The MultiRegionAgentFactory: every region's archival agents, in the central datacenter.
+        for region in &config.regions {
+            let archival = PERSISTENCE_AGENTS.iter().map(|entry| AgentSpec {
+                entry: *entry,
+                name: entry.name.to_owned(),
+                home: topology.central_home(),
+                route: None,
+            });
+            specs
+                .entry(region.name.clone())
+                .or_default()
+                .extend(archival);
         }
     }
     if config.runs(Role::Service) {

@@ -105,6 +105,11 @@ impl LastRecordCache {
         changes
     }
 
+    /// The record last published for `key`, if it is still live.
+    pub fn last(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.records.get(key).map(|entry| entry.json.clone())
+    }
+
     /// Records `key` as last published with `json` (rebuilding from the output topic).
     pub fn remember(&self, group: &str, key: &str, json: &[u8]) {
         self.put(&Arc::from(group), key, Arc::from(json));

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use crate::config::ZoneConfig;
 use crate::models::consul::{ConsulAppState, ConsulServiceEntry};
-use crate::models::envelope::{now_us, Envelope, Kind};
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
 use super::cache::LastRecordCache;
-use super::pipeline::{AgentContext, Incoming, Outgoing, PipelineError};
-use super::poller::{PollError, Poller};
+use super::pipeline::{AgentContext, Outgoing, PipelineError};
+use super::poller::{poll_zones, PollError, Poller, ZoneOutput};
 
 /// Pause between polls.
 const INTERVAL: Duration = Duration::from_millis(1000);
@@ -110,51 +109,25 @@ impl Poller for ConsulStateAgent {
     }
 
     async fn poll(&mut self, http: &reqwest::Client) -> Result<Vec<Outgoing>, PollError> {
-        let mut out = Vec::new();
-        let mut last_error = None;
-        let mut failed_zones = 0;
-        let cause = Incoming::unprompted();
-        for zone in &self.zones {
-            let states = match self.zone_state(http, zone).await {
-                Ok(states) => states,
-                Err(e) => {
-                    tracing::warn!(region = %self.region, zone = %zone.name, error = %e, "consul did not answer");
-                    last_error = Some(e);
-                    failed_zones += 1;
-                    continue;
-                }
-            };
-            let mut serialized = Vec::with_capacity(states.len());
-            for state in &states {
-                let json =
-                    serde_json::to_vec(state).map_err(|e| PollError::BadAnswer(e.to_string()))?;
-                serialized.push((state.key(), json));
-            }
-            let group = format!("{}/{}", self.region, zone.name);
-            let time = now_us();
-            for change in self.cache.diff_group(&group, serialized) {
-                let kind = if change.kind == Kind::Deleted {
-                    Kind::Deleted
-                } else {
-                    Kind::Snapshot
-                };
-                let head = Envelope::new(kind, change.key, self.region.clone(), time, ());
-                out.push(
-                    Outgoing::envelope(
-                        self.output.clone(),
-                        "ConsulAppState",
-                        head,
-                        &change.json,
-                        &cause,
-                    )
-                    .map_err(|e| PollError::BadAnswer(e.to_string()))?,
-                );
-            }
-        }
-        // Only when no zone answered is the poll a failure; otherwise the answering zones count.
-        match last_error {
-            Some(e) if failed_zones == self.zones.len() => Err(e),
-            _ => Ok(out),
-        }
+        let out = ZoneOutput {
+            agent: Self::NAME,
+            region: &self.region,
+            cache: &self.cache,
+            topic: &self.output,
+            payload_type: "ConsulAppState",
+        };
+        let this = &*self;
+        poll_zones(out, &self.zones, |zone| async move {
+            let states = this.zone_state(http, &zone).await?;
+            states
+                .iter()
+                .map(|state| {
+                    serde_json::to_vec(state)
+                        .map(|json| (state.key(), json))
+                        .map_err(|e| PollError::BadAnswer(e.to_string()))
+                })
+                .collect()
+        })
+        .await
     }
 }

@@ -65,10 +65,13 @@ impl Counters {
     }
 }
 
-/// Every agent's counters, by agent name and region. Cloning shares the registry.
+/// What every agent of a process shares: its counters, by agent name and region, and the
+/// Cassandra session of the agents that write projections. Cloning shares the registry.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     counters: Arc<DashMap<(String, RegionName), Arc<Counters>>>,
+    /// The projections' session, opened by the first agent that needs it.
+    pub store: crate::store::SharedSession,
 }
 
 impl Registry {

@@ -10,15 +10,22 @@
 //! Adding an agent: write its file (a type implementing [`pipeline::Agent`], or
 //! [`poller::Poller`] for a platform poller) and add one line to [`REGIONAL_AGENTS`].
 
+pub mod archival;
 pub mod cache;
+pub mod complete_event_archival;
 pub mod consul_state;
 pub mod counters;
 pub mod deployment_fan_out;
 pub mod deployment_operation;
+pub mod deployment_state;
+pub mod deployment_state_archival;
+pub mod instance_archival;
 pub mod instance_consul_state;
 pub mod localizer;
+pub mod marathon_state;
 pub mod pipeline;
 pub mod poller;
+pub mod region_heartbeat;
 pub mod supervisor;
 
 use supervisor::AgentEntry;
@@ -28,11 +35,22 @@ pub const REGIONAL_AGENTS: &[AgentEntry] = &[
     AgentEntry::of::<instance_consul_state::InstanceConsulStateAgent>(),
     AgentEntry::of::<deployment_operation::DeploymentOperationAgent>(),
     AgentEntry::poller::<consul_state::ConsulStateAgent>(),
+    AgentEntry::poller::<marathon_state::MarathonStateAgent>(),
+    AgentEntry::of::<deployment_state::DeploymentStateAgent>(),
+    AgentEntry::poller::<region_heartbeat::RegionHeartbeatAgent>(),
 ];
 
 /// The service layer's agents, run for the central region.
 pub const SERVICE_AGENTS: &[AgentEntry] =
     &[AgentEntry::of::<deployment_fan_out::DeploymentFanOutAgent>()];
+
+/// The persistence layer's agents: the MultiRegionAgentFactory starts these for every region of
+/// the topology, in the central datacenter, each reading that region's topic there.
+pub const PERSISTENCE_AGENTS: &[AgentEntry] = &[
+    AgentEntry::of::<deployment_state_archival::DeploymentStateArchivalAgent>(),
+    AgentEntry::of::<instance_archival::InstanceArchivalAgent>(),
+    AgentEntry::of::<complete_event_archival::CompleteEventArchivalAgent>(),
+];
 
 /// mot's mirror: one instance per route hop carried by mot, in the route's destination.
 pub const LOCALIZER: AgentEntry = AgentEntry::of::<localizer::Localizer>();

@@ -194,6 +194,9 @@ pub enum Outcome {
     Skip,
     /// Bad data: dead-letter it with this reason and move on.
     Reject(String),
+    /// The agent's own sink failed (Cassandra unreachable): the record is not done. The agent
+    /// stops without storing its offset and its supervisor restarts it, so it is replayed.
+    Fail(String),
 }
 
 /// Where an agent's pipeline reads.
@@ -218,6 +221,8 @@ pub struct AgentContext {
     pub counters: Arc<Counters>,
     /// For a localizer: the route hop it carries.
     pub route: Option<crate::topics::topology::PlannedRoute>,
+    /// The Cassandra session shared by the process's agents (opened on first use).
+    pub store: crate::store::SharedSession,
 }
 
 /// An agent: one simple action, triggered by a record from a source, that may publish results.
@@ -313,6 +318,16 @@ pub async fn run_agent<A: Agent>(
                     Outcome::Skip => {
                         Counters::add(&counters.skipped, 1);
                         (Vec::new(), Delivered::Nothing)
+                    }
+                    Outcome::Fail(problem) => {
+                        while let Some(done) = inflight.next().await {
+                            settle(&consumer, &counters, done)?;
+                        }
+                        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                        return Err(PipelineError::Other(format!(
+                            "sink failed on {}[{}]@{}: {problem}",
+                            incoming.topic, incoming.partition, incoming.offset
+                        )));
                     }
                     Outcome::Reject(reason) => {
                         tracing::warn!(agent = A::NAME, region = %ctx.region.name, topic = %incoming.topic,

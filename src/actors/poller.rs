@@ -12,8 +12,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::cache::LastRecordCache;
 use super::counters::Counters;
-use super::pipeline::{acknowledged, enqueue, AgentContext, Outgoing, PipelineError};
+use super::pipeline::{acknowledged, enqueue, AgentContext, Incoming, Outgoing, PipelineError};
+use crate::config::ZoneConfig;
+use crate::models::envelope::{now_us, Envelope, Kind};
+use crate::topics::names::{RegionName, TopicName};
 
 /// Why a poll got nothing.
 #[derive(Debug, thiserror::Error)]
@@ -111,4 +115,68 @@ pub async fn run_poller<P: Poller>(
     producer.inner_flush();
     tracing::info!(agent = P::NAME, region = %ctx.region.name, "poller stopped");
     Ok(())
+}
+
+/// What a zone poller publishes to, and under which payload type.
+pub struct ZoneOutput<'a> {
+    pub agent: &'static str,
+    pub region: &'a RegionName,
+    pub cache: &'a LastRecordCache,
+    pub topic: &'a TopicName,
+    pub payload_type: &'static str,
+}
+
+/// One poll of every zone of a region: `zone_state` reads one zone's complete current state as
+/// `(key, json)` pairs; the cache turns it into the changes to publish (group `<region>/<zone>`,
+/// so whatever a zone no longer has is published deleted, with its last state). A zone that
+/// does not answer is left as it was (no false deletions); only when no zone answered is the poll
+/// a failure.
+pub async fn poll_zones<F, Fut>(
+    out: ZoneOutput<'_>,
+    zones: &[ZoneConfig],
+    mut zone_state: F,
+) -> Result<Vec<Outgoing>, PollError>
+where
+    F: FnMut(ZoneConfig) -> Fut,
+    Fut: Future<Output = Result<Vec<(String, Vec<u8>)>, PollError>>,
+{
+    let mut records = Vec::new();
+    let mut last_error = None;
+    let mut failed_zones = 0;
+    let cause = Incoming::unprompted();
+    for zone in zones {
+        let items = match zone_state(zone.clone()).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(agent = out.agent, region = %out.region, zone = %zone.name, error = %e, "zone did not answer");
+                last_error = Some(e);
+                failed_zones += 1;
+                continue;
+            }
+        };
+        let group = format!("{}/{}", out.region, zone.name);
+        let time = now_us();
+        for change in out.cache.diff_group(&group, items) {
+            let kind = if change.kind == Kind::Deleted {
+                Kind::Deleted
+            } else {
+                Kind::Snapshot
+            };
+            let head = Envelope::new(kind, change.key, out.region.clone(), time, ());
+            records.push(
+                Outgoing::envelope(
+                    out.topic.clone(),
+                    out.payload_type,
+                    head,
+                    &change.json,
+                    &cause,
+                )
+                .map_err(|e| PollError::BadAnswer(e.to_string()))?,
+            );
+        }
+    }
+    match last_error {
+        Some(e) if failed_zones == zones.len() => Err(e),
+        _ => Ok(records),
+    }
 }

@@ -200,6 +200,7 @@ impl RegionSupervisor {
             home: spec.home.clone(),
             counters: self.registry.get(&spec.name, &self.region),
             route: spec.route.clone(),
+            store: self.registry.store.clone(),
         };
         let work = (spec.entry.start)(agent_ctx, self.stop.subscribe());
         let state = self.state.entry(spec.name.clone()).or_default();

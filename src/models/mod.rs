@@ -5,3 +5,4 @@ pub mod consul;
 pub mod deployment;
 pub mod envelope;
 pub mod instance;
+pub mod state;

@@ -1,5 +1,6 @@
 //! A client of the subset of Marathon's v2 API mot uses: create or update an app
-//! (`PUT /v2/apps/{id}`), read it (`GET /v2/apps/{id}`). Field names are Marathon's.
+//! (`PUT /v2/apps/{id}`), read it (`GET /v2/apps/{id}`), list every app with its tasks
+//! (`GET /v2/apps?embed=apps.tasks`). Field names are Marathon's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -94,6 +95,11 @@ pub struct DeploymentAccepted {
 }
 
 #[derive(Deserialize)]
+struct AppList {
+    apps: Vec<App>,
+}
+
+#[derive(Deserialize)]
 struct AppEnvelope {
     app: App,
 }
@@ -147,6 +153,27 @@ impl MarathonClient {
                 }),
             _ => Err(refused(resp).await),
         }
+    }
+
+    /// `GET /v2/apps?embed=apps.tasks`: every app with its tasks and their health.
+    pub async fn apps(&self) -> Result<Vec<App>, MarathonError> {
+        let resp = self
+            .http
+            .get(format!("{}/v2/apps?embed=apps.tasks", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !resp.status().is_success() {
+            return Err(refused(resp).await);
+        }
+        resp.json::<AppList>()
+            .await
+            .map(|l| l.apps)
+            .map_err(|e| MarathonError {
+                message: format!("unreadable app list: {e}"),
+                transient: false,
+            })
     }
 
     /// `PUT /v2/apps/{id}`: creates the app or updates it to `app`.

@@ -2,6 +2,7 @@
 //! migrations (`mot migrate`) that shape the tables after the API's reads.
 
 pub mod migrate;
+pub mod projections;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,29 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::load_balancing::DefaultPolicy;
 
 use crate::config::CassandraConfig;
+
+/// One Cassandra session for everything in a process that writes projections (the archival
+/// agents of every region), opened on first use; a failed attempt is retried on the next use.
+/// Cloning shares it. It lives on the runtime that first used it.
+#[derive(Clone, Default)]
+pub struct SharedSession(Arc<tokio::sync::OnceCell<Arc<Session>>>);
+
+impl SharedSession {
+    /// The session, connecting to `config`'s cluster if nobody has yet.
+    pub async fn get(&self, config: &CassandraConfig) -> Result<Arc<Session>, ConnectError> {
+        self.0.get_or_try_init(|| connect(config)).await.cloned()
+    }
+}
+
+impl std::fmt::Debug for SharedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.initialized() {
+            "SharedSession(connected)"
+        } else {
+            "SharedSession(not connected)"
+        })
+    }
+}
 
 /// Why Cassandra could not be reached.
 #[derive(Debug, thiserror::Error)]

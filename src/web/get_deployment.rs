@@ -1,54 +1,197 @@
-//! `GET /deployments/{id}`: a deployment as the projections know it.
+//! `GET /deployments/{id}` (the request, an aggregate status, and per region and zone: desired,
+//! running, healthy, status, the time of the last event and how fresh the region's data is),
+//! `GET /deployments/{id}/instances` and `GET /deployments/{id}/events`, all from the
+//! projections the persistence layer writes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use scylla::value::CqlTimestamp;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::region_heartbeat::HEARTBEAT_INTERVAL;
+use crate::models::deployment::DeploymentRequested;
+use crate::models::envelope::now_us;
+use crate::store::projections::ZoneRow;
+
+/// A region whose last heartbeat is older than this is shown stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(HEARTBEAT_INTERVAL.as_secs() * 3);
+
+/// The status of a group (a region, a deployment) from its parts' statuses: failed if any part
+/// failed, else degraded if any is, else deploying while any part is pending or deploying,
+/// healthy when every live part is healthy, superseded when every part is.
+pub fn aggregate<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let all: Vec<&str> = statuses.into_iter().collect();
+    let any = |s: &str| all.contains(&s);
+    if all.is_empty() {
+        "requested"
+    } else if any("failed") {
+        "failed"
+    } else if any("degraded") {
+        "degraded"
+    } else if any("deploying") || any("pending") || any("requested") {
+        "deploying"
+    } else if all.iter().all(|s| *s == "superseded") {
+        "superseded"
+    } else {
+        "healthy"
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_field("invalid_id", "id", "must be a UUID"))
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no deployment {id}"),
+    )
+}
+
+fn read_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal("reading the projections", &e)
+}
+
+/// The deployment as the API shows it, or `None` when there is no such deployment.
+pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError> {
+    let p = &state.projections;
+    let Some(row) = p.deployment(id).await.map_err(read_failed)? else {
+        return Ok(None);
+    };
+    let zones = p.zones(id).await.map_err(read_failed)?;
+    let freshness = p.freshness(&row.targets).await.map_err(read_failed)?;
+    let request: Option<DeploymentRequested> = serde_json::from_str(&row.request).ok();
+    // Every target zone is shown, reported or not yet ("pending").
+    let mut by_region: BTreeMap<String, BTreeMap<String, Option<&ZoneRow>>> = BTreeMap::new();
+    for target in request.iter().flat_map(|r| &r.targets) {
+        let zones = by_region.entry(target.region.to_string()).or_default();
+        for zone in &target.zones {
+            zones.insert(zone.to_string(), None);
+        }
+    }
+    for region in &row.targets {
+        by_region.entry(region.clone()).or_default();
+    }
+    for zone in &zones {
+        by_region
+            .entry(zone.region.clone())
+            .or_default()
+            .insert(zone.zone.clone(), Some(zone));
+    }
+    let now_ms = now_us() / 1000;
+    let mut regions = Vec::new();
+    let mut region_statuses = Vec::new();
+    for (region, zones) in &by_region {
+        let zone_views: Vec<Value> = zones
+            .iter()
+            .map(|(name, zone)| match zone {
+                Some(z) => json!({
+                    "zone": name, "status": z.status, "desired": z.desired, "running": z.running,
+                    "healthy": z.healthy, "reason": z.reason, "last_event_ms": z.event_time_ms,
+                }),
+                None => json!({
+                    "zone": name, "status": "pending", "desired": null, "running": null,
+                    "healthy": null, "reason": null, "last_event_ms": null,
+                }),
+            })
+            .collect();
+        let status = aggregate(zone_views.iter().filter_map(|z| z["status"].as_str()));
+        region_statuses.push(status);
+        let heartbeat = freshness.get(region).copied();
+        let age = heartbeat.map(|h| (now_ms - h).max(0));
+        let last_event = zones
+            .values()
+            .flatten()
+            .filter_map(|z| z.event_time_ms)
+            .max();
+        regions.push(json!({
+            "region": region,
+            "status": status,
+            "last_event_ms": last_event,
+            "freshness": {
+                "last_heartbeat_ms": heartbeat,
+                "age_ms": age,
+                "stale": age.is_none_or(|a| a > STALE_AFTER.as_millis() as i64),
+            },
+            "zones": zone_views,
+        }));
+    }
+    let request_json: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
+    let last_event = zones.iter().filter_map(|z| z.event_time_ms).max();
+    Ok(Some(json!({
+        "id": row.id,
+        "app": row.app,
+        "version": row.version,
+        "status": if zones.is_empty() { "requested" } else { aggregate(region_statuses) },
+        "targets": row.targets,
+        "created_at_ms": row.created_ms,
+        "last_event_ms": last_event,
+        "regions": regions,
+        "request": request_json,
+    })))
+}
 
 pub async fn get_deployment(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&path)
-        .map_err(|_| ApiError::bad_field("invalid_id", "id", "must be a UUID"))?;
-    type Row = (
-        Uuid,
-        String,
-        String,
-        String,
-        String,
-        Option<Vec<String>>,
-        CqlTimestamp,
-        CqlTimestamp,
-    );
-    let row = state
-        .session
-        .execute_unpaged(&state.statements.select_deployment, (id,))
+    let id = parse_id(&path)?;
+    match view(&state, id).await? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(not_found(id)),
+    }
+}
+
+/// Answers 404 unless deployment `id` exists.
+async fn exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    match state
+        .projections
+        .deployment(id)
         .await
-        .map_err(|e| ApiError::internal("reading a deployment", &e))?
-        .into_rows_result()
-        .map_err(|e| ApiError::internal("reading a deployment", &e))?
-        .maybe_first_row::<Row>()
-        .map_err(|e| ApiError::internal("reading a deployment", &e))?;
-    let Some((id, app, version, request, status, targets, created, updated)) = row else {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no deployment {id}"),
-        ));
-    };
-    let request: serde_json::Value =
-        serde_json::from_str(&request).unwrap_or(serde_json::Value::Null);
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": id,
-        "app": app,
-        "version": version,
-        "status": status,
-        "targets": targets.unwrap_or_default(),
-        "request": request,
-        "created_at_ms": created.0,
-        "updated_at_ms": updated.0,
-    })))
+        .map_err(read_failed)?
+    {
+        Some(_) => Ok(()),
+        None => Err(not_found(id)),
+    }
+}
+
+pub async fn get_instances(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    exists(&state, id).await?;
+    let instances = state.projections.instances(id).await.map_err(read_failed)?;
+    Ok(HttpResponse::Ok().json(json!({ "deployment_id": id, "instances": instances })))
+}
+
+pub async fn get_events(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    exists(&state, id).await?;
+    let events = state.projections.events(id).await.map_err(read_failed)?;
+    Ok(HttpResponse::Ok().json(json!({ "deployment_id": id, "events": events })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aggregate;
+
+    #[test]
+    fn aggregate_status() {
+        assert_eq!(aggregate([]), "requested");
+        assert_eq!(aggregate(["healthy", "healthy"]), "healthy");
+        assert_eq!(aggregate(["healthy", "pending"]), "deploying");
+        assert_eq!(aggregate(["healthy", "degraded", "deploying"]), "degraded");
+        assert_eq!(aggregate(["failed", "degraded"]), "failed");
+        assert_eq!(aggregate(["superseded", "healthy"]), "healthy");
+        assert_eq!(aggregate(["superseded", "superseded"]), "superseded");
+    }
 }

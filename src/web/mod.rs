@@ -1,9 +1,11 @@
 //! The service layer's HTTP API (actix-web): one file per route, errors in [`error`], shared
 //! state (the central cluster's producer, the Cassandra session and statements) in [`AppState`].
 
+mod app_config;
 pub mod error;
 mod get_deployment;
 mod health;
+mod list_deployments;
 pub mod metrics;
 mod openapi;
 pub mod post_deployment;
@@ -39,6 +41,8 @@ pub struct AppState {
     producer: HomeProducer,
     session: Arc<Session>,
     statements: Statements,
+    /// The projections the reads are served from.
+    projections: store::projections::Projections,
     /// Asks the central cluster for metadata on `/readyz`.
     kafka_probe: Arc<rdkafka::consumer::BaseConsumer>,
 }
@@ -46,7 +50,6 @@ pub struct AppState {
 struct Statements {
     insert_deployment: PreparedStatement,
     insert_by_app: PreparedStatement,
-    select_deployment: PreparedStatement,
     claim_key: PreparedStatement,
     select_key: PreparedStatement,
     mark_key_logged: PreparedStatement,
@@ -84,10 +87,6 @@ impl AppState {
                  VALUES (?, ?, ?, ?, 'requested') USING TIMESTAMP ?"
             ))
             .await?,
-            select_deployment: prepare(format!(
-                "SELECT id, app, version, request, status, targets, created_at, updated_at FROM {ks}.deployments WHERE id = ?"
-            ))
-            .await?,
             claim_key: prepare(format!(
                 "INSERT INTO {ks}.idempotency_keys (key, deployment_id, request_hash, created_at) \
                  VALUES (?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
@@ -102,6 +101,9 @@ impl AppState {
             ))
             .await?,
         };
+        let projections = store::projections::Projections::prepare(session.clone(), ks)
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing the api's reads: {e}"))?;
         let producer = topology
             .central_home()
             .producer_with_timeout(PRODUCE_TIMEOUT)?;
@@ -113,6 +115,7 @@ impl AppState {
             producer,
             session,
             statements,
+            projections,
             kafka_probe,
         })
     }
@@ -249,6 +252,10 @@ impl AppState {
                 ),
             )
             .await?;
+        self.projections
+            .list_by_month(request.id, request.spec.app.as_str(), envelope.time_us)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
 }
@@ -294,9 +301,23 @@ pub fn server(
                     web::post().to(post_deployment::post_deployment),
                 )
                 .route(
+                    "/deployments",
+                    web::get().to(list_deployments::list_deployments),
+                )
+                .route(
                     "/deployments/{id}",
                     web::get().to(get_deployment::get_deployment),
                 )
+                .route(
+                    "/deployments/{id}/instances",
+                    web::get().to(get_deployment::get_instances),
+                )
+                .route(
+                    "/deployments/{id}/events",
+                    web::get().to(get_deployment::get_events),
+                )
+                .route("/apps/{app}/config", web::get().to(app_config::get_config))
+                .route("/apps/{app}/config", web::put().to(app_config::put_config))
                 .route("/readyz", web::get().to(readyz::readyz)),
             None => app,
         }

@@ -5,6 +5,8 @@
 //! regions and keyspaces.
 #![allow(dead_code)]
 
+pub mod flow;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -133,4 +135,36 @@ pub async fn migrated(config: &Config) {
     mot::store::migrate::migrate(&session, &config.cassandra, &migrations)
         .await
         .unwrap();
+}
+
+/// Deletes consumer `groups` on `cluster` (their members must have left): the next consumer of
+/// each starts from the beginning, as a reset to the earliest offsets does.
+pub async fn delete_consumer_groups(cluster: &mot::config::ClusterConfig, groups: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        mot::topics::clients::base_config(cluster).create().unwrap();
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let results = admin
+            .delete_groups(&names, &AdminOptions::new())
+            .await
+            .unwrap();
+        let waiting: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| match r {
+                Err((group, rdkafka::types::RDKafkaErrorCode::NonEmptyGroup)) => Some(group),
+                _ => None,
+            })
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "groups still have members: {waiting:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

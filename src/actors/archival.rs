@@ -1,0 +1,102 @@
+//! What the persistence layer's archival agents share: each consumes one region's suffixed topic
+//! on the central cluster (the bare topic for the central region itself) and writes Cassandra
+//! projections, returning [`Outcome::Stored`] only once Cassandra acknowledged every write, so
+//! the offset is stored after the sink and never before.
+//!
+//! Idempotence: every write carries `USING TIMESTAMP <event time in microseconds>`. A replayed
+//! or duplicated record rewrites the same cells with the same timestamp; a late, older record
+//! loses to the newer cells already there. Two writes to one cell with the same timestamp are
+//! settled by Cassandra's own tie-breaker (the greater value wins), the same on every replica and
+//! every replay, so projections converge whatever the order. Timeline rows are keyed by the
+//! event's own content (its time, place, subject and kind), so a replay lands on the same row.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::pipeline::{AgentContext, Outcome, PipelineError, Source};
+use crate::topics::catalog::TopicSpec;
+
+/// Attempts of one write before the agent gives up and is restarted (the record replays).
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// An archival agent's connection: the shared session and the agent's prepared statements.
+pub struct Archive {
+    pub session: Arc<Session>,
+    /// The keyspace statements are prepared in.
+    pub keyspace: String,
+}
+
+impl Archive {
+    /// Opens (or shares) the process's session.
+    pub async fn open(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let config = &ctx.topology.config().cassandra;
+        let session = ctx
+            .store
+            .get(config)
+            .await
+            .map_err(|e| PipelineError::Other(e.to_string()))?;
+        Ok(Self {
+            session,
+            keyspace: config.keyspace.clone(),
+        })
+    }
+
+    /// Prepares `cql`, in which `{ks}` stands for the keyspace.
+    pub async fn prepare(&self, cql: &str) -> Result<PreparedStatement, PipelineError> {
+        let cql = cql.replace("{ks}", &self.keyspace);
+        self.session
+            .prepare(cql.clone())
+            .await
+            .map_err(|e| PipelineError::Other(format!("preparing {cql}: {e}")))
+    }
+}
+
+/// A timeline entry: deployment, time (µs), region, zone, subject, kind, detail (JSON), and the
+/// write timestamp.
+pub const INSERT_EVENT: &str = "INSERT INTO {ks}.deployment_events (deployment_id, event_time_us, \
+     region, zone, subject, kind, detail) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?";
+
+/// Where the archival agent of `spec` reads in the central cluster for `ctx`'s region.
+pub fn source(ctx: &AgentContext, spec: &TopicSpec) -> Source {
+    Source::Home(vec![ctx.topology.archived_topic(&ctx.region, spec)])
+}
+
+/// Runs `write` until it succeeds, at most [`WRITE_ATTEMPTS`] times with a short pause between.
+pub async fn with_retries<F, Fut, T, E>(what: &str, mut write: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut pause = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(what, attempt, error = %e, "cassandra write failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+}
+
+/// The outcome of `n` writes that all succeeded, or of one that kept failing.
+pub fn stored(result: Result<u64, String>) -> Outcome {
+    match result {
+        Ok(n) => Outcome::Stored(n),
+        Err(problem) => Outcome::Fail(problem),
+    }
+}
+
+/// A timestamp column's value for an event time in microseconds.
+pub fn timestamp(time_us: i64) -> scylla::value::CqlTimestamp {
+    scylla::value::CqlTimestamp(time_us.div_euclid(1000))
+}

@@ -1,0 +1,151 @@
+//! DeploymentStateArchivalAgent (persistence layer, one per region): consumes the region's
+//! `mot-deployment-state-change.<region>` on the central cluster and writes each deployment's
+//! state per zone (`deployment_zones`), a timeline entry per change (`deployment_events`), and
+//! the region's heartbeats (`region_freshness`). A deleted zone state (a later deployment
+//! replaced this one in the zone) is written as superseded.
+
+use scylla::statement::prepared::PreparedStatement;
+
+use crate::models::envelope::Kind;
+use crate::models::state::{DeploymentZoneState, RegionHeartbeat, ZoneStatus, HEARTBEAT_PREFIX};
+use crate::topics::catalog;
+use crate::topics::names::RegionName;
+
+use super::archival::{self, stored, timestamp, with_retries, Archive, INSERT_EVENT};
+use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
+
+/// The agent.
+pub struct DeploymentStateArchivalAgent {
+    region: RegionName,
+    archive: Archive,
+    zone: PreparedStatement,
+    event: PreparedStatement,
+    heartbeat: PreparedStatement,
+}
+
+impl DeploymentStateArchivalAgent {
+    async fn heartbeat(&self, incoming: &Incoming) -> Outcome {
+        let beat = match incoming.decode::<RegionHeartbeat>() {
+            Ok(beat) => beat,
+            Err(rejected) => return rejected,
+        };
+        if beat.origin != self.region {
+            return Outcome::Skip;
+        }
+        stored(
+            with_retries("writing a heartbeat", || {
+                self.archive.session.execute_unpaged(
+                    &self.heartbeat,
+                    (beat.origin.as_str(), timestamp(beat.time_us), beat.time_us),
+                )
+            })
+            .await
+            .map(|_| 1),
+        )
+    }
+
+    async fn zone_state(&self, incoming: &Incoming) -> Outcome {
+        let change = match incoming.decode::<DeploymentZoneState>() {
+            Ok(change) => change,
+            Err(rejected) => return rejected,
+        };
+        if change.origin != self.region {
+            return Outcome::Skip;
+        }
+        let s = &change.payload;
+        let status = if change.kind == Kind::Deleted {
+            ZoneStatus::Superseded
+        } else {
+            s.status
+        };
+        let t = change.time_us;
+        let counts = (s.desired as i32, s.running as i32, s.healthy as i32);
+        let detail = serde_json::json!({
+            "desired": s.desired, "running": s.running, "healthy": s.healthy, "version": s.version,
+        })
+        .to_string();
+        let zone = with_retries("writing a zone state", || {
+            self.archive.session.execute_unpaged(
+                &self.zone,
+                (
+                    s.deployment_id,
+                    s.region.as_str(),
+                    s.zone.as_str(),
+                    s.app.as_str(),
+                    s.version.as_str(),
+                    counts.0,
+                    counts.1,
+                    counts.2,
+                    status.as_str(),
+                    timestamp(t),
+                    t,
+                ),
+            )
+        })
+        .await;
+        if let Err(problem) = zone {
+            return Outcome::Fail(problem);
+        }
+        stored(
+            with_retries("writing a timeline event", || {
+                self.archive.session.execute_unpaged(
+                    &self.event,
+                    (
+                        s.deployment_id,
+                        t,
+                        s.region.as_str(),
+                        s.zone.as_str(),
+                        "zone",
+                        status.as_str(),
+                        detail.as_str(),
+                        t,
+                    ),
+                )
+            })
+            .await
+            .map(|_| 2),
+        )
+    }
+}
+
+impl Agent for DeploymentStateArchivalAgent {
+    const NAME: &'static str = "DeploymentStateArchivalAgent";
+
+    fn source(ctx: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(archival::source(ctx, &catalog::DEPLOYMENT_STATE_CHANGE))
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let archive = Archive::open(ctx).await?;
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            zone: archive
+                .prepare(
+                    "INSERT INTO {ks}.deployment_zones (deployment_id, region, zone, app, version, \
+                     desired, running, healthy, status, reason, event_time) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, null, ?) USING TIMESTAMP ?",
+                )
+                .await?,
+            event: archive.prepare(INSERT_EVENT).await?,
+            heartbeat: archive
+                .prepare(
+                    "INSERT INTO {ks}.region_freshness (region, heartbeat_at) VALUES (?, ?) \
+                     USING TIMESTAMP ?",
+                )
+                .await?,
+            archive,
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let heartbeat = incoming
+            .key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(HEARTBEAT_PREFIX.as_bytes()));
+        if heartbeat {
+            self.heartbeat(incoming).await
+        } else {
+            self.zone_state(incoming).await
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! A whole mot in-process over the real Kafka clusters and Cassandra, with its app regions'
+//! zones served by simulators: what the flow tests drive through the API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+use mot::actors::counters::Registry;
+use mot::actors::pipeline;
+use mot::config::Config;
+use mot::models::deployment::DeploymentCompleted;
+use mot::models::envelope::{self, Envelope, Kind};
+use mot::models::instance::{Health, InstanceInfo};
+use mot::platform::sim::{Platform, SimOptions};
+use mot::topics::clients;
+use mot::topics::names::{RegionName, TopicName};
+use mot::topics::topology::Topology;
+use mot::web::{self, AppState};
+
+pub struct Flow {
+    pub url: String,
+    pub topology: Topology,
+    pub sims: Vec<(String, String)>,
+    pub test_region: String,
+    pub prod_region: String,
+    pub http: reqwest::Client,
+    pub registry: Registry,
+    /// The region supervisors running now.
+    pub supervisors: Vec<actix::Addr<mot::actors::supervisor::RegionSupervisor>>,
+}
+
+/// The dev topology with its two app regions renamed uniquely (so this run's topics and consumer
+/// groups are its own) and their zones served by simulators on free ports; every role of the
+/// process started in-process, as `mot run` starts them.
+pub async fn start() -> Flow {
+    start_with(SimOptions {
+        health_delay: Duration::from_millis(100),
+    })
+    .await
+}
+
+/// [`start`], with simulators behaving as `options` say.
+pub async fn start_with(options: SimOptions) -> Flow {
+    super::init_tracing();
+    let id = super::unique("").replace('_', "");
+    let (test_region, prod_region) = (format!("test-t{id}"), format!("production-t{id}"));
+    let mut sims = Vec::new();
+    let mut text = std::fs::read_to_string(super::repo_path("dev/mot.toml")).unwrap();
+    let keyspace = super::unique("mot_flow");
+    text = text.replace("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\""));
+    for (old_name, new_name, old_port) in [
+        ("test-us-east-1", &test_region, "38080"),
+        ("production-us-west-2", &prod_region, "48080"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        text = text
+            .replace(
+                &format!("name = \"{old_name}\"\ncluster"),
+                &format!("name = \"{new_name}\"\ncluster"),
+            )
+            .replace(
+                &format!("127.0.0.1:{old_port}"),
+                &format!("127.0.0.1:{port}"),
+            );
+        sims.push((new_name.clone(), listener));
+    }
+    let config = Config::from_toml(Path::new("flow-test.toml"), &text).unwrap();
+    let topology = Topology::checked(&config).unwrap();
+    let mut sim_urls = Vec::new();
+    for (region, listener) in sims {
+        let port = listener.local_addr().unwrap().port();
+        let region_config = config.region(&RegionName::parse(&region).unwrap()).unwrap();
+        let platform = Platform::new(region_config, options);
+        actix_web::rt::spawn(platform.server(listener).unwrap());
+        sim_urls.push((region, format!("http://127.0.0.1:{port}")));
+    }
+    for cluster in &config.clusters {
+        clients::ensure_topics(&topology, &topology.cluster_admin(&cluster.name).unwrap())
+            .await
+            .unwrap();
+    }
+    super::migrated(&config).await;
+    let registry = Registry::default();
+    let supervisors = mot::daemon::start_agents(&topology, &registry);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    actix_web::rt::spawn(
+        web::server(
+            listener,
+            Some(actix_web::web::Data::new(
+                AppState::connect(topology.clone()).await.unwrap(),
+            )),
+            Registry::default(),
+        )
+        .unwrap(),
+    );
+    Flow {
+        url: format!("http://127.0.0.1:{port}"),
+        topology,
+        sims: sim_urls,
+        test_region,
+        prod_region,
+        // Below the server's keep-alive, so a pooled connection is never one the server is closing.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        registry,
+        supervisors,
+    }
+}
+
+impl Flow {
+    /// Stops every agent gracefully, as a stopping `mot run` does.
+    pub async fn stop_agents(&mut self) {
+        for supervisor in self.supervisors.drain(..) {
+            supervisor
+                .send(mot::actors::supervisor::Shutdown)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Starts every agent again (a restarted `mot run`), counting into a fresh registry.
+    pub fn start_agents(&mut self) {
+        self.registry = Registry::default();
+        self.supervisors = mot::daemon::start_agents(&self.topology, &self.registry);
+    }
+
+    /// `GET path` on the API, answering status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `GET /deployments/{id}` satisfies `ok`, answering the last view.
+    pub async fn deployment_until(
+        &self,
+        id: &str,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, view) = self.get(&format!("/deployments/{id}")).await;
+            assert_eq!(status, 200, "{view}");
+            if ok(&view) {
+                return view;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deployment {id} never became {what}; last: {view:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub fn sim(&self, region: &str) -> &str {
+        &self.sims.iter().find(|(r, _)| r == region).unwrap().1
+    }
+
+    pub async fn post(&self, targets: Value) -> String {
+        let body = json!({
+            "app": "checkout-web", "version": "1.4.2", "artifact": "registry.example.com/checkout-web:1.4.2",
+            "instances_per_zone": 2, "resources": {"cpus": 0.5, "mem_mb": 256}, "ports": [8080],
+            "health_check": {"path": "/health", "interval_secs": 10}, "targets": targets,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/deployments", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The complete events of deployment `id` on `region`'s own cluster, waiting for `n`.
+    pub async fn complete_events(
+        &self,
+        region: &str,
+        id: &str,
+        n: usize,
+    ) -> Vec<DeploymentCompleted> {
+        let home = self
+            .topology
+            .region_home(&RegionName::parse(region).unwrap())
+            .unwrap();
+        let topic = TopicName::parse("mot-deployment-complete-events").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut found = Vec::new();
+            pipeline::read_to_end(&home, &topic, &super::unique("flow-reader"), |m| {
+                if m.key() == Some(id.as_bytes()) {
+                    let env: Envelope<DeploymentCompleted> =
+                        envelope::decode(m.key(), m.payload()).unwrap();
+                    found.push(env.payload);
+                }
+            })
+            .await
+            .unwrap();
+            if found.len() >= n {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} complete event(s) for {id} in {region} did not arrive"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The latest InstanceInfo change of each instance of `region`.
+    pub async fn instance_changes(&self, region: &str) -> BTreeMap<String, Envelope<InstanceInfo>> {
+        let home = self
+            .topology
+            .region_home(&RegionName::parse(region).unwrap())
+            .unwrap();
+        let topic = TopicName::parse("mot-instance-state-change").unwrap();
+        let mut latest = BTreeMap::new();
+        pipeline::read_to_end(&home, &topic, &super::unique("flow-reader"), |m| {
+            if let Ok(env) = envelope::decode::<InstanceInfo>(m.key(), m.payload()) {
+                if env.origin.as_str() == region {
+                    latest.insert(env.key.clone(), env);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        latest
+    }
+
+    /// Waits until `n` instances of deployment `id` in `region` are live and passing.
+    pub async fn healthy_instances(&self, region: &str, id: &str, n: usize) -> Vec<InstanceInfo> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let healthy: Vec<InstanceInfo> = self
+                .instance_changes(region)
+                .await
+                .into_values()
+                .filter(|e| {
+                    e.kind != Kind::Deleted
+                        && e.payload.health == Health::Passing
+                        && e.payload.deployment_id.as_deref() == Some(id)
+                })
+                .map(|e| e.payload)
+                .collect();
+            if healthy.len() == n {
+                return healthy;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} healthy instances did not arrive ({} so far)",
+                healthy.len()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn app(&self, region: &str, zone: &str) -> Value {
+        self.http
+            .get(format!(
+                "{}/{zone}/marathon/v2/apps/checkout-web",
+                self.sim(region)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stats(&self, region: &str, zone: &str) -> Value {
+        self.http
+            .get(format!("{}/{zone}/_sim/stats", self.sim(region)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,366 @@
+//! The seed's "Persisting deployment state to the datastore", end to end over the real Kafka
+//! clusters, Cassandra and the platform simulators: pollers -> state agents -> regional topics ->
+//! localizers into central (`<topic>.<region>`) -> archival agents -> Cassandra -> GET.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::flow::{start, start_with, Flow};
+use mot::platform::sim::SimOptions;
+use mot::topics::names::RegionName;
+
+fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == name)
+        .unwrap_or_else(|| panic!("no region {name} in {view:#}"))
+}
+
+fn all_healthy(view: &Value) -> bool {
+    view["status"] == "healthy"
+}
+
+#[actix_web::test]
+async fn a_deployment_to_two_regions_shows_every_instance_and_each_region_healthy() {
+    let flow = start().await;
+    let (t, p) = (flow.test_region.clone(), flow.prod_region.clone());
+    let id = flow.post(json!([{"region": t}, {"region": p}])).await;
+
+    let view = flow.deployment_until(&id, "healthy", all_healthy).await;
+    for name in [&t, &p] {
+        let r = region(&view, name);
+        assert_eq!(r["status"], "healthy", "{r:#}");
+        assert_eq!(r["freshness"]["stale"], false, "{r:#}");
+        assert!(r["last_event_ms"].as_i64().is_some());
+        let zones = r["zones"].as_array().unwrap();
+        assert_eq!(zones.len(), 3);
+        for z in zones {
+            assert_eq!(
+                (&z["desired"], &z["running"], &z["healthy"], &z["status"]),
+                (&json!(2), &json!(2), &json!(2), &json!("healthy")),
+                "{z:#}"
+            );
+        }
+    }
+
+    // Instances: consul -> InstanceConsulStateAgent -> localizer -> InstanceArchivalAgent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let instances = loop {
+        let (status, body) = flow.get(&format!("/deployments/{id}/instances")).await;
+        assert_eq!(status, 200);
+        let live: Vec<Value> = body["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running" && i["health"] == "passing")
+            .cloned()
+            .collect();
+        if live.len() == 12 {
+            break live;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "12 healthy instances expected: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for i in &instances {
+        assert!(i["host"].as_str().is_some_and(|h| !h.is_empty()), "{i}");
+        assert!(i["port"].as_i64().is_some_and(|p| p >= 31000), "{i}");
+        assert_eq!(i["traffic"], true, "{i}");
+        let tags: Vec<&str> = i["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert!(tags.contains(&"version=1.4.2"), "{i}");
+    }
+    let places: BTreeSet<(String, String)> = instances
+        .iter()
+        .map(|i| {
+            (
+                i["region"].as_str().unwrap().into(),
+                i["zone"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(places.len(), 6, "two regions x three zones");
+
+    // The timeline: the schedulers accepted, the zones became healthy; oldest first.
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    let events = events["events"].as_array().unwrap().clone();
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| e["time_us"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(count("scheduler-accepted"), 6, "{events:#?}");
+    assert!(count("healthy") >= 6, "{events:#?}");
+    assert!(count("instance-started") >= 12, "{events:#?}");
+
+    // Listed, newest first, by app and without; filters apply.
+    let (status, list) = flow
+        .get("/deployments?app=checkout-web&status=healthy&limit=100")
+        .await;
+    assert_eq!(status, 200);
+    assert!(list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["id"] == id.as_str()));
+    let (_, by_region) = flow.get(&format!("/deployments?region={t}")).await;
+    let ids: Vec<&str> = by_region["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "only this run's deployment targets {t}");
+    let (status, bad) = flow.get("/deployments?limit=0&status=sleepy").await;
+    assert_eq!(status, 400, "{bad}");
+    let fields: Vec<&str> = bad["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["status", "limit"]);
+}
+
+#[actix_web::test]
+async fn listing_pages_through_every_deployment_once() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let mut posted = BTreeSet::new();
+    for _ in 0..5 {
+        posted.insert(flow.post(json!([{"region": p, "zones": ["a"]}])).await);
+    }
+    let mut seen = Vec::new();
+    let mut page: Option<String> = None;
+    loop {
+        let path = match &page {
+            Some(token) => format!("/deployments?region={p}&limit=2&page={token}"),
+            None => format!("/deployments?region={p}&limit=2"),
+        };
+        let (status, body) = flow.get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["deployments"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|d| {
+            (
+                d["created_at_ms"].as_i64().unwrap(),
+                d["id"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match body["next_page"].as_str() {
+            Some(token) => page = Some(token.to_owned()),
+            None => break,
+        }
+    }
+    let ids: BTreeSet<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids, posted, "each deployment exactly once");
+    assert_eq!(seen.len(), 5);
+    assert!(
+        seen.windows(2).all(|w| w[0].0 >= w[1].0),
+        "newest first: {seen:?}"
+    );
+    let (status, body) = flow.get("/deployments?page=nonsense").await;
+    assert_eq!(
+        (status, &body["error"]["fields"][0]["field"]),
+        (400, &json!("page"))
+    );
+}
+
+#[actix_web::test]
+async fn a_killed_task_shows_the_region_degraded_then_healthy_again_and_the_timeline_both() {
+    let flow = start_with(SimOptions {
+        health_delay: Duration::from_secs(4),
+    })
+    .await;
+    let p = flow.prod_region.clone();
+    let id = flow.post(json!([{"region": p, "zones": ["a"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+
+    let app = flow.app(&p, "a").await;
+    let task = app["app"]["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let killed = flow
+        .http
+        .post(format!("{}/a/_sim/tasks/{task}/kill", flow.sim(&p)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(killed.status().as_u16(), 204);
+
+    let degraded = flow
+        .deployment_until(&id, "degraded", |v| v["status"] == "degraded")
+        .await;
+    assert_eq!(region(&degraded, &p)["status"], "degraded");
+    assert_eq!(region(&degraded, &p)["zones"][0]["healthy"], 1);
+    flow.deployment_until(&id, "healthy again", all_healthy)
+        .await;
+
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == "zone")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let healthy_first = kinds.iter().position(|k| *k == "healthy").unwrap();
+    let degraded_at = kinds.iter().position(|k| *k == "degraded").unwrap();
+    assert!(healthy_first < degraded_at, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"healthy"), "{kinds:?}");
+    let (_, instances) = flow.get(&format!("/deployments/{id}/instances")).await;
+    let gone: Vec<&Value> = instances["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "gone")
+        .collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "the killed instance is shown gone: {instances:#}"
+    );
+    assert_eq!(gone[0]["instance_id"], task.as_str());
+}
+
+/// What the projections say about a deployment, without what changes with time alone
+/// (heartbeat freshness).
+async fn projections(flow: &Flow, id: &str) -> Value {
+    let (_, mut view) = flow.get(&format!("/deployments/{id}")).await;
+    for r in view["regions"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("freshness");
+    }
+    let (_, instances) = flow.get(&format!("/deployments/{id}/instances")).await;
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    json!({"view": view, "instances": instances, "events": events})
+}
+
+#[actix_web::test]
+async fn a_restart_mid_flow_loses_nothing_and_a_replay_from_the_beginning_changes_nothing() {
+    let mut flow = start().await;
+    let (t, p) = (flow.test_region.clone(), flow.prod_region.clone());
+    let id = flow.post(json!([{"region": t}, {"region": p}])).await;
+    // Stop every agent right after the API accepted the request, then start them again.
+    flow.stop_agents().await;
+    flow.start_agents();
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let snapshot = projections(&flow, &id).await;
+        let running = snapshot["instances"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["health"] == "passing")
+            .count();
+        if running == 12 {
+            break snapshot;
+        }
+        assert!(std::time::Instant::now() < deadline, "{snapshot:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let events = before["events"]["events"].as_array().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "scheduler-accepted")
+            .count(),
+        6,
+        "one launch per zone, none twice: {events:#?}"
+    );
+
+    // Reset the archival consumer groups to the beginning: stop, delete the groups, start.
+    flow.stop_agents().await;
+    let groups: Vec<String> = [&t, &p]
+        .iter()
+        .flat_map(|r| {
+            [
+                "deployment-state-archival-agent",
+                "instance-archival-agent",
+                "complete-event-archival-agent",
+            ]
+            .map(|a| format!("mot-{a}-{r}"))
+        })
+        .collect();
+    common::delete_consumer_groups(flow.topology.central_cluster(), &groups).await;
+    flow.start_agents();
+    for r in [&t, &p] {
+        let region = RegionName::parse(r).unwrap();
+        let counters = flow.registry.get("InstanceArchivalAgent", &region);
+        common::eventually(120, "the archival agents replayed the instances", || {
+            counters.snapshot().published >= 6
+        })
+        .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let after = projections(&flow, &id).await;
+        if after == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projections changed after a replay:\nbefore {before:#}\nafter {after:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[actix_web::test]
+async fn app_config_is_stored_versioned_and_refused_when_malformed() {
+    let flow = start().await;
+    let app = format!("cfg-{}", common::unique("").replace('_', ""));
+    let (status, _) = flow.get(&format!("/apps/{app}/config")).await;
+    assert_eq!(status, 404);
+    let put = |body: String, if_match: Option<&str>| {
+        let mut req = flow
+            .http
+            .put(format!("{}/apps/{app}/config", flow.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(rev) = if_match {
+            req = req.header("If-Match", rev);
+        }
+        req.send()
+    };
+    let first = put(json!({"replicas": 3}).to_string(), None).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let second = put(
+        json!({"replicas": 5, "feature": {"x": true}}).to_string(),
+        Some("1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.status().as_u16(), 200);
+    let (status, got) = flow.get(&format!("/apps/{app}/config")).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["revision"], 2);
+    assert_eq!(
+        got["config"],
+        json!({"replicas": 5, "feature": {"x": true}})
+    );
+
+    let stale = put(json!({"replicas": 1}).to_string(), Some("1"))
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 412);
+    let not_object = put("[1,2]".into(), None).await.unwrap();
+    assert_eq!(not_object.status().as_u16(), 400);
+    let body: Value = not_object.json().await.unwrap();
+    assert_eq!(body["error"]["fields"][0]["field"], "body");
+    let bad_json = put("{nope".into(), None).await.unwrap();
+    assert_eq!(bad_json.status().as_u16(), 400);
+    let (_, unchanged) = flow.get(&format!("/apps/{app}/config")).await;
+    assert_eq!(unchanged["revision"], 2, "refused writes change nothing");
+}
