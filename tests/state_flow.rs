@@ -219,18 +219,27 @@ async fn a_killed_task_shows_the_region_degraded_then_healthy_again_and_the_time
     let degraded_at = kinds.iter().position(|k| *k == "degraded").unwrap();
     assert!(healthy_first < degraded_at, "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"healthy"), "{kinds:?}");
-    let (_, instances) = flow.get(&format!("/deployments/{id}/instances")).await;
-    let gone: Vec<&Value> = instances["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["state"] == "gone")
-        .collect();
-    assert_eq!(
-        gone.len(),
-        1,
-        "the killed instance is shown gone: {instances:#}"
-    );
+    // The Consul path reports the killed instance gone (on its own schedule).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let gone = loop {
+        let (_, instances) = flow.get(&format!("/deployments/{id}/instances")).await;
+        let gone: Vec<Value> = instances["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "gone")
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            break gone;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed instance is never shown gone: {instances:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(gone.len(), 1, "{gone:#?}");
     assert_eq!(gone[0]["instance_id"], task.as_str());
 }
 
@@ -363,4 +372,135 @@ async fn app_config_is_stored_versioned_and_refused_when_malformed() {
     assert_eq!(bad_json.status().as_u16(), 400);
     let (_, unchanged) = flow.get(&format!("/apps/{app}/config")).await;
     assert_eq!(unchanged["revision"], 2, "refused writes change nothing");
+}
+
+/// The deployment's instances as GET shows them, waiting until `ok` holds for all 2 of them.
+async fn instances_until(
+    flow: &Flow,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = flow.get(&format!("/deployments/{id}/instances")).await;
+        assert_eq!(status, 200);
+        let running: Vec<Value> = body["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .cloned()
+            .collect();
+        if running.len() == 2 && running.iter().all(&ok) {
+            return running;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instances never {what}: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[actix_web::test]
+async fn traffic_turned_off_and_on_again_reaches_consul_and_shows_in_get() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let id = flow.post(json!([{"region": p, "zones": ["b"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+
+    let traffic = |body: Value| {
+        flow.http
+            .post(format!("{}/deployments/{id}/traffic", flow.url))
+            .json(&body)
+            .send()
+    };
+    let off = traffic(json!({"enabled": false, "regions": [p]}))
+        .await
+        .unwrap();
+    assert_eq!(off.status().as_u16(), 202);
+    let off = instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    assert!(
+        off.iter().all(|i| i["health"] == "passing"),
+        "maintenance is not ill health: {off:#?}"
+    );
+    // Consul itself says so.
+    let entries: Value = flow
+        .http
+        .get(format!(
+            "{}/b/consul/v1/health/service/checkout-web",
+            flow.sim(&p)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(entries.as_array().unwrap().iter().all(|e| e["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["CheckID"]
+            .as_str()
+            .unwrap()
+            .starts_with("_service_maintenance:"))));
+
+    let on = traffic(json!({"enabled": true})).await.unwrap();
+    assert_eq!(on.status().as_u16(), 202);
+    instances_until(&flow, &id, "back in traffic", |i| i["traffic"] == true).await;
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    let requested = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "traffic-requested")
+        .count();
+    assert_eq!(requested, 2, "{events:#}");
+
+    // Bad requests name the field and change nothing.
+    let bad = traffic(json!({"enabled": true, "regions": ["production-nowhere-1"]}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["fields"][0]["field"], "regions[0]");
+    let missing = traffic(json!({"regions": [p]})).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 400);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["fields"][0]["field"], "enabled");
+    let unknown = flow
+        .http
+        .post(format!(
+            "{}/deployments/{}/traffic",
+            flow.url,
+            uuid::Uuid::new_v4()
+        ))
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+}
+
+#[actix_web::test]
+async fn a_quiet_zone_is_watched_not_reread() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let id = flow.post(json!([{"region": p, "zones": ["c"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    instances_until(&flow, &id, "healthy", |i| i["health"] == "passing").await;
+    let before = flow.stats(&p, "c").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = flow.stats(&p, "c").await;
+    assert_eq!(
+        before["consul_index"], after["consul_index"],
+        "nothing changed in the zone"
+    );
+    assert_eq!(
+        before["consul_reads"], after["consul_reads"],
+        "with nothing changed, the service was not read again (a held watch, not a poll per second)"
+    );
 }

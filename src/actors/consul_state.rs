@@ -1,23 +1,31 @@
-//! ConsulStateAgent (regional poller): polls each zone's Consul (`/v1/catalog/services`, then
-//! `/v1/health/service/<name>` for each service) and publishes a ConsulAppState per service and
+//! ConsulStateAgent (regional poller): watches each zone's Consul with a blocking query
+//! (`/v1/health/state/any?index=N&wait=5s`, held by Consul until a check or registration changes
+//! or the wait ends), and only when the index moved reads the zone (`/v1/catalog/services`, then
+//! `/v1/health/service/<name>` for each service). It publishes a ConsulAppState per service and
 //! zone to `mot-consul-app-state` when it changed; a service that disappeared from a zone is
 //! published as deleted with its last state. A zone whose Consul does not answer is left as it
-//! was (no false deletions) and polled again next time.
+//! was (no false deletions) and polled again next time. Zones are watched concurrently, so a
+//! change anywhere is seen at once rather than on the next tick, and a quiet region costs one
+//! held request per zone per wait instead of a full read per second.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dashmap::DashMap;
+
 use crate::config::ZoneConfig;
 use crate::models::consul::{ConsulAppState, ConsulServiceEntry};
 use crate::topics::catalog;
-use crate::topics::names::{RegionName, TopicName};
+use crate::topics::names::{RegionName, TopicName, ZoneName};
 
 use super::cache::LastRecordCache;
 use super::pipeline::{AgentContext, Outgoing, PipelineError};
 use super::poller::{poll_zones, PollError, Poller, ZoneOutput};
 
-/// Pause between polls.
-const INTERVAL: Duration = Duration::from_millis(1000);
+/// Pause between polls: short, since Consul holds each watch until something changes.
+const INTERVAL: Duration = Duration::from_millis(100);
+/// How long Consul may hold a watch.
+const WAIT: &str = "5s";
 
 /// The agent.
 pub struct ConsulStateAgent {
@@ -25,6 +33,8 @@ pub struct ConsulStateAgent {
     zones: Vec<ZoneConfig>,
     cache: LastRecordCache,
     output: TopicName,
+    /// Each zone's Consul index as of its last full read.
+    indexes: DashMap<ZoneName, u64>,
 }
 
 /// The group a zone's services form in the cache: `<region>/<zone>`.
@@ -33,13 +43,29 @@ fn zone_group(region: &RegionName, state: &ConsulAppState) -> String {
 }
 
 impl ConsulStateAgent {
-    /// Every service of one zone, as Consul reports it now.
+    /// Every service of one zone, as Consul reports it now; `None` when the zone's index did not
+    /// move since the last read (nothing changed).
     async fn zone_state(
         &self,
         http: &reqwest::Client,
         zone: &ZoneConfig,
-    ) -> Result<Vec<ConsulAppState>, PollError> {
+    ) -> Result<Option<Vec<ConsulAppState>>, PollError> {
         let base = zone.consul.trim_end_matches('/');
+        let last = self.indexes.get(&zone.name).map(|i| *i);
+        let watch = match last {
+            Some(index) => format!("{base}/v1/health/state/any?index={index}&wait={WAIT}"),
+            None => format!("{base}/v1/health/state/any"),
+        };
+        let watched = checked(http.get(watch).send().await?).await?;
+        // An index that went backwards means Consul's state was reset: read everything again.
+        let index = watched
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if index.is_some() && index == last {
+            return Ok(None);
+        }
         let services: BTreeMap<String, Vec<String>> = checked(
             http.get(format!("{base}/v1/catalog/services"))
                 .send()
@@ -64,7 +90,15 @@ impl ConsulStateAgent {
                 entries,
             });
         }
-        Ok(states)
+        match index {
+            Some(index) => {
+                self.indexes.insert(zone.name.clone(), index);
+            }
+            None => {
+                self.indexes.remove(&zone.name);
+            }
+        }
+        Ok(Some(states))
     }
 }
 
@@ -101,6 +135,7 @@ impl Poller for ConsulStateAgent {
             zones: ctx.region.zones.clone(),
             cache,
             output,
+            indexes: DashMap::new(),
         })
     }
 
@@ -118,7 +153,9 @@ impl Poller for ConsulStateAgent {
         };
         let this = &*self;
         poll_zones(out, &self.zones, |zone| async move {
-            let states = this.zone_state(http, &zone).await?;
+            let Some(states) = this.zone_state(http, &zone).await? else {
+                return Ok(None);
+            };
             states
                 .iter()
                 .map(|state| {
@@ -126,7 +163,8 @@ impl Poller for ConsulStateAgent {
                         .map(|json| (state.key(), json))
                         .map_err(|e| PollError::BadAnswer(e.to_string()))
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
         })
         .await
     }

@@ -19,7 +19,6 @@ use crate::platform::marathon::{
     self, App, Container, Docker, MarathonClient, MarathonHealthCheck, PortDefinition,
 };
 use crate::topics::catalog;
-use crate::topics::clients::Subscription;
 use crate::topics::names::{RegionName, TopicName};
 
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source};
@@ -177,15 +176,7 @@ impl Agent for DeploymentOperationAgent {
     const NAME: &'static str = "DeploymentOperationAgent";
 
     fn source(ctx: &AgentContext) -> Result<Source, PipelineError> {
-        Ok(
-            match ctx
-                .topology
-                .central_topic_subscription(&ctx.region, &catalog::DEPLOYMENT_LAUNCH_EVENTS)
-            {
-                Subscription::Home { topic, .. } => Source::Home(vec![topic]),
-                Subscription::Foreign(foreign) => Source::Foreign(foreign),
-            },
-        )
+        Ok(Source::central(ctx, &catalog::DEPLOYMENT_LAUNCH_EVENTS))
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {

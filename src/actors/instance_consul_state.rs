@@ -31,11 +31,7 @@ pub fn instances(region: &RegionName, state: &ConsulAppState) -> Vec<InstanceInf
                 .iter()
                 .map(|c| CheckResult {
                     name: c.name.clone(),
-                    status: match c.status.as_str() {
-                        "passing" => Health::Passing,
-                        "warning" => Health::Warning,
-                        _ => Health::Critical,
-                    },
+                    status: health(&c.status),
                     output: c.output.clone(),
                 })
                 .collect();
@@ -57,9 +53,12 @@ pub fn instances(region: &RegionName, state: &ConsulAppState) -> Vec<InstanceInf
                 host,
                 port: entry.service.port,
                 tags,
-                health: checks
+                // Maintenance mode turns traffic off; it says nothing of the instance's health.
+                health: entry
+                    .checks
                     .iter()
-                    .map(|c| c.status)
+                    .filter(|c| !c.check_id.starts_with(MAINTENANCE_CHECK))
+                    .map(|c| health(&c.status))
                     .max()
                     .unwrap_or(Health::Passing),
                 checks,
@@ -70,6 +69,15 @@ pub fn instances(region: &RegionName, state: &ConsulAppState) -> Vec<InstanceInf
             }
         })
         .collect()
+}
+
+/// A Consul check status as a health.
+fn health(status: &str) -> Health {
+    match status {
+        "passing" => Health::Passing,
+        "warning" => Health::Warning,
+        _ => Health::Critical,
+    }
 }
 
 /// The group a ConsulAppState describes completely: `<region>/<zone>/<service>`.
@@ -259,7 +267,12 @@ mod tests {
         assert_eq!(i.key(), "test-us-east-1/a/checkout-web/i-1");
         assert_eq!((i.host.as_str(), i.port), ("10.0.0.1", 31000));
         assert_eq!(i.tags, ["http", "v1"]);
-        assert_eq!(i.health, Health::Critical);
+        assert_eq!(
+            i.health,
+            Health::Warning,
+            "the maintenance check is traffic, not health"
+        );
+        assert_eq!(i.checks.len(), 2, "both checks shown");
         assert_eq!(i.deployment_id.as_deref(), Some("d-1"));
         assert!(!i.traffic);
     }

@@ -89,7 +89,7 @@ impl Poller for MarathonStateAgent {
         };
         let this = &*self;
         poll_zones(out, &self.zones, |zone| async move {
-            this.zone_state(http, &zone).await
+            this.zone_state(http, &zone).await.map(Some)
         })
         .await
     }

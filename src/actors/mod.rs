@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod poller;
 pub mod region_heartbeat;
 pub mod supervisor;
+pub mod traffic;
 
 use supervisor::AgentEntry;
 
@@ -38,6 +39,7 @@ pub const REGIONAL_AGENTS: &[AgentEntry] = &[
     AgentEntry::poller::<marathon_state::MarathonStateAgent>(),
     AgentEntry::of::<deployment_state::DeploymentStateAgent>(),
     AgentEntry::poller::<region_heartbeat::RegionHeartbeatAgent>(),
+    AgentEntry::of::<traffic::TrafficAgent>(),
 ];
 
 /// The service layer's agents, run for the central region.

@@ -208,6 +208,17 @@ pub enum Source {
     Foreign(ForeignSubscription),
 }
 
+impl Source {
+    /// Where `ctx`'s region reads its central topic `spec` (launch or traffic events), as the
+    /// topology plans it: its own cluster, its pseudo-central cluster, or the central one.
+    pub fn central(ctx: &AgentContext, spec: &catalog::TopicSpec) -> Self {
+        match ctx.topology.central_topic_subscription(&ctx.region, spec) {
+            crate::topics::clients::Subscription::Home { topic, .. } => Source::Home(vec![topic]),
+            crate::topics::clients::Subscription::Foreign(foreign) => Source::Foreign(foreign),
+        }
+    }
+}
+
 /// What an agent is given when it is built.
 #[derive(Debug, Clone)]
 pub struct AgentContext {

@@ -126,27 +126,30 @@ pub struct ZoneOutput<'a> {
     pub payload_type: &'static str,
 }
 
-/// One poll of every zone of a region: `zone_state` reads one zone's complete current state as
-/// `(key, json)` pairs; the cache turns it into the changes to publish (group `<region>/<zone>`,
-/// so whatever a zone no longer has is published deleted, with its last state). A zone that
-/// does not answer is left as it was (no false deletions); only when no zone answered is the poll
-/// a failure.
+/// One poll of every zone of a region, the zones concurrently: `zone_state` reads one zone's
+/// complete current state as `(key, json)` pairs (`None`: the zone says nothing changed, as a
+/// Consul blocking query that timed out does); the cache turns it into the changes to publish
+/// (group `<region>/<zone>`, so whatever a zone no longer has is published deleted, with its
+/// last state). A zone that does not answer is left as it was (no false deletions); only when no
+/// zone answered is the poll a failure.
 pub async fn poll_zones<F, Fut>(
     out: ZoneOutput<'_>,
     zones: &[ZoneConfig],
-    mut zone_state: F,
+    zone_state: F,
 ) -> Result<Vec<Outgoing>, PollError>
 where
     F: FnMut(ZoneConfig) -> Fut,
-    Fut: Future<Output = Result<Vec<(String, Vec<u8>)>, PollError>>,
+    Fut: Future<Output = Result<Option<Vec<(String, Vec<u8>)>>, PollError>>,
 {
+    let answers = futures::future::join_all(zones.iter().cloned().map(zone_state)).await;
     let mut records = Vec::new();
     let mut last_error = None;
     let mut failed_zones = 0;
     let cause = Incoming::unprompted();
-    for zone in zones {
-        let items = match zone_state(zone.clone()).await {
-            Ok(items) => items,
+    for (zone, answer) in zones.iter().zip(answers) {
+        let items = match answer {
+            Ok(Some(items)) => items,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(agent = out.agent, region = %out.region, zone = %zone.name, error = %e, "zone did not answer");
                 last_error = Some(e);

@@ -116,3 +116,16 @@ pub struct DeploymentCompleted {
 }
 
 impl Validate for DeploymentCompleted {}
+
+/// A request to turn traffic on or off for a deployment's instances in one region (on
+/// `mot-traffic-events-<env>-<region>`, key: deployment id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficRequested {
+    pub deployment_id: Uuid,
+    pub region: RegionName,
+    pub app: AppName,
+    pub enabled: bool,
+}
+
+impl Validate for TrafficRequested {}

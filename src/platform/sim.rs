@@ -37,8 +37,12 @@ struct ZoneState {
     /// PUTs received.
     puts: u64,
     failing_health: BTreeSet<String>,
-    /// Consul's index: bumps on every change.
+    /// Consul's index: bumps on every change, including a task's checks starting to pass.
     index: u64,
+    /// Reads of `/v1/health/service/<s>` (what a poller pays per zone and service).
+    consul_reads: u64,
+    /// Tasks whose health delay has passed (each counted once in the index).
+    seen_healthy: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ struct SimTask {
     host: String,
     port: u16,
     started: Instant,
+    /// Consul maintenance mode (traffic off), with its reason.
+    maintenance: Option<String>,
 }
 
 /// The simulated platform of one region.
@@ -82,7 +88,29 @@ impl Platform {
 
     fn with_zone<T>(&self, zone: &str, f: impl FnOnce(&mut ZoneState) -> T) -> Option<T> {
         let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
-        zones.get_mut(zone).map(f)
+        zones.get_mut(zone).map(|z| {
+            self.count_health_transitions(z);
+            f(z)
+        })
+    }
+
+    /// Bumps the zone's index once for each task whose health delay has passed since last
+    /// looked, so Consul blocking queries wake up when checks start passing, as they do on a
+    /// real Consul.
+    fn count_health_transitions(&self, z: &mut ZoneState) {
+        let newly: Vec<String> = z
+            .apps
+            .values()
+            .flat_map(|a| &a.tasks)
+            .filter(|t| {
+                t.started.elapsed() >= self.options.health_delay && !z.seen_healthy.contains(&t.id)
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in newly {
+            z.seen_healthy.insert(id);
+            z.index += 1;
+        }
     }
 
     fn healthy(&self, zone: &ZoneState, app: &str, task: &SimTask) -> bool {
@@ -158,6 +186,7 @@ impl Platform {
                         host: format!("{region}-{zone}-agent-{}", n % 3 + 1),
                         port: *port,
                         started: Instant::now(),
+                        maintenance: None,
                     }
                 })
                 .collect();
@@ -200,6 +229,14 @@ impl Platform {
                 .route(
                     "/{zone}/consul/v1/health/service/{service}",
                     web::get().to(consul_health),
+                )
+                .route(
+                    "/{zone}/consul/v1/health/state/any",
+                    web::get().to(consul_checks),
+                )
+                .route(
+                    "/{zone}/consul/v1/agent/service/maintenance/{id}",
+                    web::put().to(consul_maintenance),
                 )
                 .route(
                     "/{zone}/_sim/scheduler/{state}",
@@ -288,8 +325,53 @@ async fn mesos_state(p: P, path: web::Path<String>) -> HttpResponse {
     .unwrap_or_else(|| no_zone(&zone))
 }
 
-async fn consul_services(p: P, path: web::Path<String>) -> HttpResponse {
+/// Consul's blocking query parameters: `?index=N&wait=5s`.
+#[derive(serde::Deserialize)]
+struct Blocking {
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+/// Holds a blocking query until the zone's index passes `index` or `wait` elapses (at most
+/// 10 s here; Consul's default is 5 min).
+async fn block(p: &Platform, zone: &str, q: &Blocking) {
+    let Some(index) = q.index else { return };
+    let wait = q
+        .wait
+        .as_deref()
+        .and_then(parse_wait)
+        .unwrap_or(Duration::from_secs(10))
+        .min(Duration::from_secs(10));
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match p.with_zone(zone, |z| (z.index, z.consul_down)) {
+            Some((current, false)) if current <= index => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `500ms`, `5s`, `1m`.
+fn parse_wait(s: &str) -> Option<Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(secs) = s.strip_suffix('s') {
+        return secs.parse().ok().map(Duration::from_secs);
+    }
+    if let Some(mins) = s.strip_suffix('m') {
+        return mins
+            .parse::<u64>()
+            .ok()
+            .map(|m| Duration::from_secs(m * 60));
+    }
+    s.parse().ok().map(Duration::from_secs)
+}
+
+async fn consul_services(p: P, path: web::Path<String>, q: web::Query<Blocking>) -> HttpResponse {
     let zone = path.into_inner();
+    block(&p, &zone, &q).await;
     p.with_zone(&zone, |z| {
         if z.consul_down {
             return consul_unavailable();
@@ -323,12 +405,18 @@ fn service_tags(app: &App) -> Vec<String> {
     tags
 }
 
-async fn consul_health(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+async fn consul_health(
+    p: P,
+    path: web::Path<(String, String)>,
+    q: web::Query<Blocking>,
+) -> HttpResponse {
     let (zone, service) = path.into_inner();
+    block(&p, &zone, &q).await;
     p.with_zone(&zone, |z| {
         if z.consul_down {
             return consul_unavailable();
         }
+        z.consul_reads += 1;
         let id = format!("/{service}");
         let entries: Vec<_> = z
             .apps
@@ -345,9 +433,7 @@ async fn consul_health(p: P, path: web::Path<(String, String)>) -> HttpResponse 
                         json!({
                             "Node": {"Node": t.host, "Address": t.host, "Datacenter": format!("{}-{}", p.region, zone)},
                             "Service": {"ID": t.id, "Service": service, "Tags": service_tags(&a.definition), "Address": t.host, "Port": t.port, "Meta": meta},
-                            "Checks": [{"CheckID": format!("service:{}", t.id), "Name": "http", "ServiceID": t.id,
-                                        "Status": if healthy { "passing" } else { "critical" },
-                                        "Output": if healthy { "HTTP GET: 200 OK" } else { "HTTP GET: connection refused" }}],
+                            "Checks": task_checks(t, healthy),
                         })
                     })
                     .collect()
@@ -372,6 +458,83 @@ async fn set_consul(p: P, path: web::Path<(String, String)>) -> HttpResponse {
     p.with_zone(&zone, |z| {
         z.consul_down = state == "down";
         HttpResponse::NoContent().finish()
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+/// A task's checks as Consul reports them: its HTTP check, and the maintenance check while in
+/// maintenance mode.
+fn task_checks(t: &SimTask, healthy: bool) -> Vec<serde_json::Value> {
+    let mut checks = vec![json!({
+        "CheckID": format!("service:{}", t.id), "Name": "http", "ServiceID": t.id,
+        "Status": if healthy { "passing" } else { "critical" },
+        "Output": if healthy { "HTTP GET: 200 OK" } else { "HTTP GET: connection refused" },
+    })];
+    if let Some(reason) = &t.maintenance {
+        checks.push(json!({
+            "CheckID": format!("_service_maintenance:{}", t.id), "Name": "Service Maintenance Mode",
+            "ServiceID": t.id, "Status": "critical", "Output": reason,
+        }));
+    }
+    checks
+}
+
+/// `GET /v1/health/state/any`: every check of the zone (what a watch blocks on).
+async fn consul_checks(p: P, path: web::Path<String>, q: web::Query<Blocking>) -> HttpResponse {
+    let zone = path.into_inner();
+    block(&p, &zone, &q).await;
+    p.with_zone(&zone, |z| {
+        if z.consul_down {
+            return consul_unavailable();
+        }
+        let checks: Vec<serde_json::Value> = z
+            .apps
+            .iter()
+            .flat_map(|(id, a)| a.tasks.iter().map(move |t| (id, t)))
+            .flat_map(|(id, t)| task_checks(t, p.healthy(z, id, t)))
+            .collect();
+        HttpResponse::Ok()
+            .insert_header(("X-Consul-Index", z.index.to_string()))
+            .json(checks)
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+#[derive(serde::Deserialize)]
+struct Maintenance {
+    enable: bool,
+    reason: Option<String>,
+}
+
+/// `PUT /v1/agent/service/maintenance/{id}?enable=true&reason=...`: traffic off (or on again).
+async fn consul_maintenance(
+    p: P,
+    path: web::Path<(String, String)>,
+    q: web::Query<Maintenance>,
+) -> HttpResponse {
+    let (zone, id) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        if z.consul_down {
+            return consul_unavailable();
+        }
+        let Some(task) = z
+            .apps
+            .values_mut()
+            .flat_map(|a| a.tasks.iter_mut())
+            .find(|t| t.id == id)
+        else {
+            return HttpResponse::NotFound().body(format!("Unknown service ID \"{id}\""));
+        };
+        let wanted = q.enable.then(|| {
+            q.reason
+                .clone()
+                .unwrap_or_else(|| "Maintenance mode is enabled".into())
+        });
+        if task.maintenance != wanted {
+            task.maintenance = wanted;
+            z.index += 1;
+        }
+        HttpResponse::Ok().finish()
     })
     .unwrap_or_else(|| no_zone(&zone))
 }
@@ -417,6 +580,7 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
                     host: killed.host,
                     port: *port,
                     started: Instant::now(),
+                    maintenance: None,
                 });
                 z.index += 1;
                 return HttpResponse::NoContent().finish();
@@ -430,7 +594,7 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
 async fn stats(p: P, path: web::Path<String>) -> HttpResponse {
     let zone = path.into_inner();
     p.with_zone(&zone, |z| {
-        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "apps": z.apps.len()}))
+        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "apps": z.apps.len(), "consul_reads": z.consul_reads, "consul_index": z.index}))
     })
     .unwrap_or_else(|| no_zone(&zone))
 }

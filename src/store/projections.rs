@@ -88,6 +88,7 @@ pub struct Projections {
     insert_by_month: PreparedStatement,
     config: PreparedStatement,
     put_config: PreparedStatement,
+    insert_event: PreparedStatement,
 }
 
 impl Projections {
@@ -143,8 +144,30 @@ impl Projections {
                  USING TIMESTAMP ?"
             ))
             .await?,
+            insert_event: p(crate::actors::archival::INSERT_EVENT.replace("{ks}", ks)).await?,
             session,
         })
+    }
+
+    /// Puts an event of the service layer's own on a deployment's timeline.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_event(
+        &self,
+        id: Uuid,
+        time_us: i64,
+        region: &str,
+        zone: &str,
+        subject: &str,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), ReadError> {
+        self.session
+            .execute_unpaged(
+                &self.insert_event,
+                (id, time_us, region, zone, subject, kind, detail, time_us),
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn deployment(&self, id: Uuid) -> Result<Option<DeploymentRow>, ReadError> {

@@ -9,6 +9,7 @@ mod list_deployments;
 pub mod metrics;
 mod openapi;
 pub mod post_deployment;
+mod post_traffic;
 mod readyz;
 
 use std::net::TcpListener;
@@ -183,15 +184,27 @@ impl AppState {
 
     /// Produces the request to `mot-deployment-requests`; 503 when Kafka does not acknowledge it.
     async fn log_request(&self, envelope: &Envelope<DeploymentRequested>) -> Result<(), ApiError> {
+        let topic = TopicName::local(&catalog::DEPLOYMENT_REQUESTS.base());
+        self.produce(topic, envelope, "DeploymentRequested").await
+    }
+
+    /// Produces `envelope` to `topic` on the central cluster and waits for the acknowledgement;
+    /// 503 (retry in 5 s) when Kafka does not give it in time.
+    async fn produce<T: serde::Serialize>(
+        &self,
+        topic: TopicName,
+        envelope: &Envelope<T>,
+        payload_type: &str,
+    ) -> Result<(), ApiError> {
         let value = serde_json::to_vec(envelope)
             .map_err(|e| ApiError::internal("encoding a request", &e))?;
         let out = Outgoing {
-            topic: TopicName::local(&catalog::DEPLOYMENT_REQUESTS.base()),
+            topic,
             key: Some(envelope.key.clone().into_bytes()),
             value: Some(value),
             headers: vec![(
                 HEADER_EVENT_TYPE.to_owned(),
-                b"DeploymentRequested.requested".to_vec(),
+                format!("{payload_type}.{}", envelope.kind.as_str()).into_bytes(),
             )],
             timestamp_ms: None,
         };
@@ -315,6 +328,10 @@ pub fn server(
                 .route(
                     "/deployments/{id}/events",
                     web::get().to(get_deployment::get_events),
+                )
+                .route(
+                    "/deployments/{id}/traffic",
+                    web::post().to(post_traffic::post_traffic),
                 )
                 .route("/apps/{app}/config", web::get().to(app_config::get_config))
                 .route("/apps/{app}/config", web::put().to(app_config::put_config))

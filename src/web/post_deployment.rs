@@ -125,7 +125,7 @@ pub async fn post_deployment(
         }))
 }
 
-fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -143,7 +143,10 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+pub(crate) async fn read_limited(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
@@ -160,7 +163,8 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
     Ok(body)
 }
 
-fn parse(bytes: &[u8]) -> Result<Body, ApiError> {
+/// `bytes` as a `T`, or a 400 naming the field at fault.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
