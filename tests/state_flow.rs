@@ -504,3 +504,53 @@ async fn a_quiet_zone_is_watched_not_reread() {
         "with nothing changed, the service was not read again (a held watch, not a poll per second)"
     );
 }
+
+#[actix_web::test]
+async fn mesos_tasks_reach_the_regions_mesos_topic_with_their_hosts() {
+    use mot::models::envelope::{self, Envelope, Kind};
+    use mot::models::state::MesosTaskState;
+    use rdkafka::Message;
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let id = flow.post(json!([{"region": p, "zones": ["a"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    let home = flow
+        .topology
+        .region_home(&RegionName::parse(&p).unwrap())
+        .unwrap();
+    let topic = mot::topics::names::TopicName::parse("mot-mesos-task-state").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut tasks = std::collections::BTreeMap::new();
+        mot::actors::pipeline::read_to_end(&home, &topic, &common::unique("mesos-reader"), |m| {
+            if let Ok(env) = envelope::decode::<MesosTaskState>(m.key(), m.payload()) {
+                if env.origin.as_str() == p {
+                    tasks.insert(env.key.clone(), env);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let live: Vec<&Envelope<MesosTaskState>> = tasks
+            .values()
+            .filter(|e| {
+                e.kind != Kind::Deleted && e.payload.labels.get("mot-deployment-id") == Some(&id)
+            })
+            .collect();
+        if live.len() == 2 {
+            for t in live {
+                assert_eq!(t.payload.state, "TASK_RUNNING");
+                assert_eq!(t.payload.zone.as_str(), "a");
+                assert!(t
+                    .payload
+                    .hostname
+                    .as_deref()
+                    .is_some_and(|h| h.contains("agent")));
+                assert!(t.payload.ports.is_some());
+            }
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} tasks", live.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -23,6 +23,7 @@ pub mod instance_archival;
 pub mod instance_consul_state;
 pub mod localizer;
 pub mod marathon_state;
+pub mod mesos_state;
 pub mod pipeline;
 pub mod poller;
 pub mod region_heartbeat;
@@ -37,6 +38,7 @@ pub const REGIONAL_AGENTS: &[AgentEntry] = &[
     AgentEntry::of::<deployment_operation::DeploymentOperationAgent>(),
     AgentEntry::poller::<consul_state::ConsulStateAgent>(),
     AgentEntry::poller::<marathon_state::MarathonStateAgent>(),
+    AgentEntry::poller::<mesos_state::MesosStateAgent>(),
     AgentEntry::of::<deployment_state::DeploymentStateAgent>(),
     AgentEntry::poller::<region_heartbeat::RegionHeartbeatAgent>(),
     AgentEntry::of::<traffic::TrafficAgent>(),

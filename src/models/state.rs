@@ -124,3 +124,36 @@ impl RegionHeartbeat {
 pub const HEARTBEAT_PREFIX: &str = "heartbeat/";
 
 impl Validate for RegionHeartbeat {}
+
+/// One task as one zone's Mesos master reports it (`GET /master/state`): where it runs and what
+/// it holds. The MesosStateAgent publishes one per task per change; key
+/// `<region>/<zone>/<task id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MesosTaskState {
+    pub region: RegionName,
+    pub zone: ZoneName,
+    pub task_id: String,
+    /// The task's name: the app.
+    pub name: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    /// The agent's hostname, when the master lists the agent.
+    pub hostname: Option<String>,
+    pub state: String,
+    pub cpus: Option<f64>,
+    pub mem_mb: Option<f64>,
+    /// Port ranges, as Mesos writes them (`[31000-31000]`).
+    pub ports: Option<String>,
+    /// Task labels (the deployment id among them).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl MesosTaskState {
+    /// `<region>/<zone>/<task id>`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.region, self.zone, self.task_id)
+    }
+}
+
+impl Validate for MesosTaskState {}
