@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
@@ -469,7 +469,7 @@ pub async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Resul
 /// Counts the acknowledged results of a record and stores its offset; a failed delivery is an
 /// infrastructure error.
 fn settle(
-    consumer: &StreamConsumer,
+    consumer: &crate::topics::clients::MotConsumer,
     counters: &Counters,
     settlement: Settlement,
 ) -> Result<(), PipelineError> {
@@ -578,7 +578,7 @@ pub async fn read_to_end(
 /// (`NotLeaderForPartition`, `LeaderNotAvailable`): that settles within seconds, so it is retried
 /// here rather than failing the agent.
 async fn watermarks(
-    consumer: &StreamConsumer,
+    consumer: &crate::topics::clients::MotConsumer,
     topic: &TopicName,
     partition: i32,
 ) -> Result<(i64, i64), KafkaError> {

@@ -117,8 +117,8 @@ impl HomeCluster {
     }
 
     /// A consumer of this cluster in consumer group `group`; see [`consumer_config`].
-    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
-        consumer_config(&self.cluster, group).create()
+    pub fn consumer(&self, group: &str) -> Result<MotConsumer, KafkaError> {
+        consumer_config(&self.cluster, group).create_with_context(MotConsumerContext)
     }
 
     /// Topic administration on this cluster.
@@ -228,8 +228,8 @@ impl ForeignSubscription {
     }
 
     /// A consumer of the foreign cluster in consumer group `group`; see [`consumer_config`].
-    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
-        consumer_config(&self.cluster, group).create()
+    pub fn consumer(&self, group: &str) -> Result<MotConsumer, KafkaError> {
+        consumer_config(&self.cluster, group).create_with_context(MotConsumerContext)
     }
 }
 
@@ -332,6 +332,46 @@ pub fn base_config(cluster: &ClusterConfig) -> ClientConfig {
         config.set(key, value);
     }
     config
+}
+
+/// Every consumer mot builds.
+pub type MotConsumer = StreamConsumer<MotConsumerContext>;
+
+/// The consumers' context: librdkafka's rebalance as rdkafka's default does it, except that the
+/// protocol is known (every mot consumer is `cooperative-sticky`, see [`consumer_config`]) rather
+/// than asked of librdkafka. Asking (`rd_kafka_rebalance_protocol`) from the final rebalance of a
+/// closing consumer can block forever (librdkafka#4041, rust-rdkafka#509): a stopping agent would
+/// hang the thread its whole region's supervisor shares, and `mot run` would never exit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MotConsumerContext;
+
+impl rdkafka::ClientContext for MotConsumerContext {}
+
+impl rdkafka::consumer::ConsumerContext for MotConsumerContext {
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        partitions: &mut rdkafka::TopicPartitionList,
+    ) {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::types::RDKafkaRespErr;
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                consumer.incremental_assign(partitions)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                consumer.incremental_unassign(partitions)
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; giving the partitions up");
+                consumer.incremental_unassign(partitions)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "rebalance step failed");
+        }
+    }
 }
 
 /// Consumer settings for at-least-once delivery: offsets are stored by the pipeline only after

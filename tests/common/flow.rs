@@ -26,6 +26,8 @@ pub struct Flow {
     pub sims: Vec<(String, String)>,
     pub test_region: String,
     pub prod_region: String,
+    /// The region on an extra cluster of the test's own, if it asked for one.
+    pub extra_region: Option<String>,
     pub http: reqwest::Client,
     pub registry: Registry,
     /// The region supervisors running now.
@@ -44,6 +46,12 @@ pub async fn start() -> Flow {
 
 /// [`start`], with simulators behaving as `options` say.
 pub async fn start_with(options: SimOptions) -> Flow {
+    start_custom(options, None).await
+}
+
+/// [`start_with`], plus (with `extra = Some((cluster, bootstrap))`) a third production region
+/// `production-x<id>` with one zone on that cluster, its topics routed to central by mot.
+pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> Flow {
     super::init_tracing();
     let id = super::unique("").replace('_', "");
     let (test_region, prod_region) = (format!("test-t{id}"), format!("production-t{id}"));
@@ -68,6 +76,21 @@ pub async fn start_with(options: SimOptions) -> Flow {
             );
         sims.push((new_name.clone(), listener));
     }
+    let extra_region = extra.map(|(cluster, bootstrap)| {
+        let region = format!("production-x{id}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        text.push_str(&format!(
+            "\n[[clusters]]\nname = \"{cluster}\"\nbootstrap = [\"{bootstrap}\"]\n\n\
+             [[regions]]\nname = \"{region}\"\ncluster = \"{cluster}\"\n{}\n\n\
+             [[routes]]\nfrom = \"{cluster}\"\nto = \"production-us-east-1\"\n\
+             topics = [\"mot-deployment-complete-events\", \"mot-instance-state-change\", \"mot-deployment-state-change\"]\n\
+             carrier = \"mot\"\n",
+            super::zones_toml(&["a"], &base)
+        ));
+        sims.push((region.clone(), listener));
+        region
+    });
     let config = Config::from_toml(Path::new("flow-test.toml"), &text).unwrap();
     let topology = Topology::checked(&config).unwrap();
     let mut sim_urls = Vec::new();
@@ -104,6 +127,7 @@ pub async fn start_with(options: SimOptions) -> Flow {
         sims: sim_urls,
         test_region,
         prod_region,
+        extra_region,
         // Below the server's keep-alive, so a pooled connection is never one the server is closing.
         http: reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(2))

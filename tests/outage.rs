@@ -1,0 +1,133 @@
+//! Blast radius: a region whose Kafka cluster stops. Uses an extra cluster of its own
+//! (`dev/infra kafka up`), never the shared ones other tests use.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::flow::start_custom;
+use mot::platform::sim::SimOptions;
+
+/// An extra single-node Kafka cluster, stopped and removed when dropped.
+struct ExtraKafka {
+    name: String,
+    bootstrap: String,
+}
+
+impl ExtraKafka {
+    fn infra(&self, args: &[&str]) {
+        let status = Command::new(common::repo_path("dev/infra"))
+            .args(["kafka"])
+            .args(args)
+            .args([self.name.as_str(), self.bootstrap.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "dev/infra kafka {args:?} {}", self.name);
+    }
+
+    fn start(&self) {
+        self.infra(&["up"]);
+    }
+
+    fn stop(&self) {
+        self.infra(&["down"]);
+    }
+}
+
+impl Drop for ExtraKafka {
+    fn drop(&mut self) {
+        let _ = Command::new(common::repo_path("dev/infra"))
+            .args(["kafka", "down", &self.name, &self.bootstrap, "--purge"])
+            .status();
+    }
+}
+
+/// Two free consecutive ports (the broker's and its controller's).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free consecutive ports");
+}
+
+fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == name)
+        .unwrap_or_else(|| panic!("no region {name} in {view:#}"))
+}
+
+fn stale(view: &Value, name: &str) -> bool {
+    region(view, name)["freshness"]["stale"] == true
+}
+
+#[actix_web::test]
+async fn a_region_whose_cluster_stops_goes_stale_while_others_flow_and_catches_up_on_return() {
+    let kafka = ExtraKafka {
+        name: format!("extra-{}", common::unique("").replace('_', "")),
+        bootstrap: format!("127.0.0.1:{}", free_port_pair()),
+    };
+    kafka.start();
+    let mut flow = start_custom(
+        SimOptions {
+            health_delay: Duration::from_millis(100),
+        },
+        Some((&kafka.name, &kafka.bootstrap)),
+    )
+    .await;
+    let (x, p) = (flow.extra_region.clone().unwrap(), flow.prod_region.clone());
+    let first = flow
+        .post(json!([{"region": x}, {"region": p, "zones": ["a"]}]))
+        .await;
+    let view = flow
+        .deployment_until(&first, "healthy", |v| v["status"] == "healthy")
+        .await;
+    assert!(!stale(&view, &x) && !stale(&view, &p), "{view:#}");
+
+    kafka.stop();
+    // The other region's data keeps flowing.
+    let second = flow.post(json!([{"region": p, "zones": ["b"]}])).await;
+    flow.deployment_until(&second, "healthy", |v| v["status"] == "healthy")
+        .await;
+    // The stopped region's data is shown stale; the other's is not.
+    let view = flow
+        .deployment_until(&first, "stale in the stopped region", |v| stale(v, &x))
+        .await;
+    assert!(!stale(&view, &p), "{view:#}");
+    assert_eq!(
+        region(&view, &x)["status"],
+        "healthy",
+        "last known state kept"
+    );
+    // Something changes in the cut-off region meanwhile.
+    let failing = flow
+        .http
+        .post(format!(
+            "{}/a/_sim/apps/checkout-web/health/failing",
+            flow.sim(&x)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failing.status().as_u16(), 204);
+
+    kafka.start();
+    let view = flow
+        .deployment_until(&first, "fresh again, with the change", |v| {
+            !stale(v, &x) && region(v, &x)["status"] == "degraded"
+        })
+        .await;
+    assert_eq!(region(&view, &x)["zones"][0]["healthy"], 0, "{view:#}");
+    assert_eq!(region(&view, &p)["status"], "healthy");
+    // Stop the agents while their cluster is still up, so they leave their groups at once.
+    flow.stop_agents().await;
+}
