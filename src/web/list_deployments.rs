@@ -143,6 +143,8 @@ pub async fn list_deployments(
         None => (month_of(now_us() / 1000), None),
     };
     let mut items: Vec<Value> = Vec::new();
+    // A request retried with its Idempotency-Key may have listed its deployment twice.
+    let mut seen = std::collections::BTreeSet::new();
     let mut scanned = 0;
     let mut empty_months = 0;
     let next: Option<Cursor> = loop {
@@ -159,6 +161,9 @@ pub async fn list_deployments(
         scanned += ids.len();
         let found = !ids.is_empty();
         for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
             let Some(v) = view(&state, id).await? else {
                 continue;
             };
