@@ -75,6 +75,37 @@ pub struct Config {
     /// How topics travel between clusters.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: logs and traces. Unset fields fall back to the standard `OTEL_*` variables.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP endpoint spans are exported to (e.g. `http://127.0.0.1:4318`); none: spans
+    /// are made (trace ids still travel) but not exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans (default `OTEL_SERVICE_NAME`, else `mot`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Share of new traces kept, 0.0-1.0 (children follow their parent's decision).
+    #[serde(default)]
+    pub sample_ratio: Option<f64>,
+    /// `text` or `json` logs on stderr.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A role this process can run; see the three layers in DESIGN.md.
@@ -361,6 +392,22 @@ impl Config {
                 "node.roles".into(),
                 "names no role; use service, regional and/or persistence".into(),
             );
+        }
+        if let Some(ratio) = self.telemetry.sample_ratio {
+            if !(0.0..=1.0).contains(&ratio) {
+                bad(
+                    "telemetry.sample_ratio".into(),
+                    "must be between 0.0 and 1.0".into(),
+                );
+            }
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                bad(
+                    "telemetry.otlp_endpoint".into(),
+                    "must be an http:// or https:// URL".into(),
+                );
+            }
         }
         if self.node.shutdown_timeout_secs == 0 {
             bad(

@@ -13,9 +13,10 @@ use actix::{Actor, Addr};
 use crate::actors::counters::Registry;
 use std::collections::BTreeMap;
 
-use crate::actors::supervisor::{AgentSpec, Backoff, RegionSupervisor, Shutdown};
+use crate::actors::supervisor::{AgentSpec, Backoff, Ping, RegionSupervisor, Shutdown};
 use crate::actors::{LOCALIZER, PERSISTENCE_AGENTS, REGIONAL_AGENTS, SERVICE_AGENTS};
 use crate::config::{Carrier, Config, Role};
+use crate::notify::Notifier;
 use crate::topics::clients::{self, ClusterAdmin};
 use crate::topics::names::{ClusterName, RegionName};
 use crate::topics::topology::Topology;
@@ -66,6 +67,21 @@ impl RunningRegions {
             .start();
             self.running.insert(region, (print, supervisor));
         }
+    }
+
+    /// Whether every supervisor answers within `within`.
+    async fn all_answer(&self, within: std::time::Duration) -> bool {
+        let pings: Vec<_> = self
+            .running
+            .values()
+            .map(|(_, s)| tokio::time::timeout(within, s.send(Ping)))
+            .collect();
+        for ping in pings {
+            if !matches!(ping.await, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
     }
 
     async fn stop_all(&mut self) {
@@ -121,6 +137,12 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         api_state = Some(state);
     }
     tracing::info!(roles = ?config.node.roles, "mot running");
+    let notifier = Notifier::from_env();
+    notifier.send(&format!(
+        "READY=1\nSTATUS=serving; {} region supervisors",
+        regions.running.len()
+    ));
+    let mut watchdog = notifier.watchdog_every().map(tokio::time::interval);
 
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
@@ -129,22 +151,35 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => match reload(path, &config) {
-                Ok(topology) => {
-                    ensure_home_topics(&topology).await;
-                    regions.converge(&topology).await;
-                    if let Some(state) = &api_state {
-                        state.set_topology(topology);
+            _ = tick(&mut watchdog) => {
+                let every = notifier.watchdog_every().unwrap_or_default();
+                if regions.all_answer(every / 2).await {
+                    notifier.send("WATCHDOG=1");
+                } else {
+                    tracing::warn!("a region supervisor did not answer; withholding the watchdog ping");
+                }
+            }
+            _ = hup.recv() => {
+                notifier.send("RELOADING=1");
+                match reload(path, &config) {
+                    Ok(topology) => {
+                        ensure_home_topics(&topology).await;
+                        regions.converge(&topology).await;
+                        if let Some(state) = &api_state {
+                            state.set_topology(topology);
+                        }
+                        tracing::info!(file = %path.display(), "topology reloaded");
                     }
-                    tracing::info!(file = %path.display(), "topology reloaded");
+                    Err(error) => {
+                        tracing::error!(file = %path.display(), error = %format!("{error:#}"), "reload refused; keeping the running topology");
+                    }
                 }
-                Err(error) => {
-                    tracing::error!(file = %path.display(), error = %format!("{error:#}"), "reload refused; keeping the running topology");
-                }
-            },
+                notifier.send("READY=1");
+            }
         }
     };
     tracing::info!(signal = signal_name, "stopping");
+    notifier.send("STOPPING=1");
     let deadline = std::time::Duration::from_secs(config.node.shutdown_timeout_secs);
     let stop = async {
         if let Some((handle, task)) = web_server {
@@ -161,6 +196,16 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The next watchdog tick, or never when systemd asked for no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The topology of `path` when it is valid and keeps what a reload cannot change (the roles and

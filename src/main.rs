@@ -146,6 +146,32 @@ fn run_platform_sim(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run { config } = &cli.command {
+        // `mot run` logs as its config says and exports spans; the other commands log text.
+        return match Config::load(config) {
+            Ok(loaded) => match mot::telemetry::init(&loaded.telemetry) {
+                Ok(telemetry) => {
+                    let result = actix::System::new().block_on(mot::daemon::run(loaded, config));
+                    telemetry.shutdown();
+                    match result {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(err) => {
+                            eprintln!("mot: {err:#}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(err) => {
+                    eprintln!("mot: telemetry: {err:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(err) => {
+                eprintln!("mot: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -164,10 +190,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
-            let loaded = Config::load(&config)?;
-            actix::System::new().block_on(mot::daemon::run(loaded, &config))
-        }
+        Command::Run { .. } => unreachable!("handled in main"),
         Command::Migrate { config, migrations } => {
             let config = Config::load(&config)?;
             let migrations = match migrations {

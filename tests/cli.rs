@@ -56,29 +56,7 @@ fn the_dev_topology_passes_the_check() {
 
 #[tokio::test]
 async fn run_serves_healthz_and_exits_zero_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let keyspace = common::unique("mot_cli");
-    let file = common::dev_toml_with(&[
-        (
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        ),
-        ("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\"")),
-    ]);
-    let migrated = Command::new(common::mot_bin())
-        .args(["migrate", "--config"])
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    let (file, port) = migrated_dev_config();
     let mut child = Command::new(common::mot_bin())
         .args(["run", "--config"])
         .arg(file.path())
@@ -113,6 +91,91 @@ async fn run_serves_healthz_and_exits_zero_on_sigterm() {
         .status()
         .unwrap()
         .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The dev topology on a free API port and a fresh keyspace, migrated.
+fn migrated_dev_config() -> (tempfile::NamedTempFile, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let keyspace = common::unique("mot_cli");
+    let file = common::dev_toml_with(&[
+        (
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ),
+        ("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\"")),
+    ]);
+    let migrated = Command::new(common::mot_bin())
+        .args(["migrate", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    (file, port)
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`), `mot run` says READY=1 once it serves, pings
+/// the watchdog while its supervisors answer, and says STOPPING=1 on SIGTERM.
+#[tokio::test]
+async fn run_speaks_the_systemd_notify_protocol() {
+    let (file, _) = migrated_dev_config();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut child = Command::new(common::mot_bin())
+        .args(["run", "--config"])
+        .arg(file.path())
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let receive_until = move |socket: std::os::unix::net::UnixDatagram, wanted: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = socket
+                    .recv(&mut buf)
+                    .expect("a notification before the timeout");
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = message.lines().any(|l| l == wanted);
+                seen.push(message);
+                if done {
+                    return (socket, seen);
+                }
+            }
+        })
+    };
+    let (socket, seen) = receive_until(socket, "READY=1").await.unwrap();
+    assert!(
+        seen.iter().all(|m| !m.contains("WATCHDOG=1")),
+        "no watchdog ping before READY: {seen:?}"
+    );
+    let (socket, _) = receive_until(socket, "WATCHDOG=1").await.unwrap();
+    let (socket, _) = receive_until(socket, "WATCHDOG=1").await.unwrap();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    receive_until(socket, "STOPPING=1").await.unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

@@ -121,11 +121,18 @@ async fn a_region_whose_cluster_stops_goes_stale_while_others_flow_and_catches_u
     assert_eq!(failing.status().as_u16(), 204);
 
     kafka.start();
+    let returned = std::time::Instant::now();
+    // Catching up waits for the restarted broker to grant producer ids again and for the
+    // region's agents to come back from their restart backoff: seconds to minutes.
     let view = flow
-        .deployment_until(&first, "fresh again, with the change", |v| {
+        .deployment_within(300, &first, "fresh again, with the change", |v| {
             !stale(v, &x) && region(v, &x)["status"] == "degraded"
         })
         .await;
+    eprintln!(
+        "caught up {:?} after the cluster returned",
+        returned.elapsed()
+    );
     assert_eq!(region(&view, &x)["zones"][0]["healthy"], 0, "{view:#}");
     assert_eq!(region(&view, &p)["status"], "healthy");
     // Stop the agents while their cluster is still up, so they leave their groups at once.

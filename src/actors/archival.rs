@@ -72,10 +72,23 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
+    use tracing::Instrument;
+    // A database client span (OpenTelemetry conventions), within a traced flow only.
+    let span = if tracing::Span::current().is_disabled() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            "db",
+            otel.name = %what,
+            otel.kind = "client",
+            db.system.name = "cassandra",
+            db.operation.name = "INSERT",
+        )
+    };
     let mut pause = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
-        match write().await {
+        match write().instrument(span.clone()).await {
             Ok(done) => return Ok(done),
             Err(e) if attempt < WRITE_ATTEMPTS => {
                 tracing::warn!(what, attempt, error = %e, "cassandra write failed; retrying");

@@ -62,7 +62,7 @@ impl Agent for CompleteEventArchivalAgent {
                     serde_json::json!({"scheduler_version": version}),
                 ),
                 ZoneOutcome::Failed { zone, reason } => {
-                    let failed = with_retries("writing a failed zone", || {
+                    let failed = with_retries("INSERT deployment_zones", || {
                         self.archive.session.execute_unpaged(
                             &self.failed_zone,
                             (
@@ -91,7 +91,7 @@ impl Agent for CompleteEventArchivalAgent {
                 }
             };
             let detail = detail.to_string();
-            let event = with_retries("writing a timeline event", || {
+            let event = with_retries("INSERT deployment_events", || {
                 self.archive.session.execute_unpaged(
                     &self.event,
                     (

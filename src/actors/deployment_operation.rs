@@ -28,6 +28,9 @@ const ATTEMPTS: u32 = 4;
 /// First pause between attempts; doubles each time.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 
+/// Label with the W3C `traceparent` of the deployment that launched the app.
+pub const LABEL_TRACEPARENT: &str = "mot-traceparent";
+
 /// Label with the app version a deployment asked for.
 pub const LABEL_APP_VERSION: &str = "mot-app-version";
 
@@ -133,7 +136,16 @@ impl DeploymentOperationAgent {
         cause: &Incoming,
     ) -> Result<Outgoing, String> {
         let request = &launch.payload;
-        let app = marathon_app(request);
+        let mut app = marathon_app(request);
+        // The app remembers the trace that launched it: state changes it causes later link to it.
+        let mut trace = Vec::new();
+        crate::telemetry::inject(&tracing::Span::current(), &mut trace);
+        if let Some((_, traceparent)) = trace.into_iter().find(|(k, _)| k == "traceparent") {
+            app.labels.insert(
+                LABEL_TRACEPARENT.to_owned(),
+                String::from_utf8_lossy(&traceparent).into_owned(),
+            );
+        }
         let deployment = request.deployment_id.to_string();
         let (app, deployment) = (&app, &deployment);
         let zones = request.zones.iter().map(|name| async move {

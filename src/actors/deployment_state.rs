@@ -16,7 +16,7 @@ use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
 use super::cache::LastRecordCache;
-use super::deployment_operation::LABEL_APP_VERSION;
+use super::deployment_operation::{LABEL_APP_VERSION, LABEL_TRACEPARENT};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source};
 
 /// The agent.
@@ -97,6 +97,7 @@ impl DeploymentStateAgent {
             Kind::Deleted => None,
             _ => self.zone_state(&input.payload),
         };
+        let span = linked_span(&input.payload);
         let mut serialized = Vec::new();
         if let Some(state) = current {
             serialized.push((
@@ -115,17 +116,42 @@ impl DeploymentStateAgent {
                     input.time_us,
                     (),
                 );
-                Outgoing::envelope(
+                let mut record = Outgoing::envelope(
                     self.output.clone(),
                     "DeploymentZoneState",
                     head,
                     &change.json,
                     cause,
                 )
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+                if let Some(span) = &span {
+                    crate::telemetry::inject(span, &mut record.headers);
+                }
+                Ok(record)
             })
             .collect()
     }
+}
+
+/// A span for a state change of an app a deployment launched, linked to that deployment's
+/// trace (the app's `mot-traceparent` label): what became healthy, and why, are one click apart.
+fn linked_span(state: &MarathonAppState) -> Option<tracing::Span> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let traceparent = state.app.labels.get(LABEL_TRACEPARENT)?;
+    let launched =
+        crate::telemetry::extract(&[("traceparent".to_owned(), traceparent.as_bytes().to_vec())]);
+    let launched = launched.span().span_context().clone();
+    if !launched.is_valid() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "deployment state",
+        otel.name = %format!("state {} in {}/{}", state.app.id.trim_start_matches('/'), state.region, state.zone),
+        otel.kind = "internal",
+    );
+    span.add_link(launched);
+    Some(span)
 }
 
 impl Agent for DeploymentStateAgent {

@@ -33,7 +33,7 @@ impl DeploymentStateArchivalAgent {
             return Outcome::Skip;
         }
         stored(
-            with_retries("writing a heartbeat", || {
+            with_retries("INSERT region_freshness", || {
                 self.archive.session.execute_unpaged(
                     &self.heartbeat,
                     (beat.origin.as_str(), timestamp(beat.time_us), beat.time_us),
@@ -64,7 +64,7 @@ impl DeploymentStateArchivalAgent {
             "desired": s.desired, "running": s.running, "healthy": s.healthy, "version": s.version,
         })
         .to_string();
-        let zone = with_retries("writing a zone state", || {
+        let zone = with_retries("INSERT deployment_zones", || {
             self.archive.session.execute_unpaged(
                 &self.zone,
                 (
@@ -87,7 +87,7 @@ impl DeploymentStateArchivalAgent {
             return Outcome::Fail(problem);
         }
         stored(
-            with_retries("writing a timeline event", || {
+            with_retries("INSERT deployment_events", || {
                 self.archive.session.execute_unpaged(
                     &self.event,
                     (

@@ -73,7 +73,7 @@ impl Agent for InstanceArchivalAgent {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let checks = serde_json::to_string(&i.checks).unwrap_or_default();
-        let written = with_retries("writing an instance", || {
+        let written = with_retries("INSERT deployment_instances", || {
             self.archive.session.execute_unpaged(
                 &self.instance,
                 (
@@ -110,7 +110,7 @@ impl Agent for InstanceArchivalAgent {
         .to_string();
         let subject = format!("instance/{}", i.instance_id);
         stored(
-            with_retries("writing a timeline event", || {
+            with_retries("INSERT deployment_events", || {
                 self.archive.session.execute_unpaged(
                     &self.event,
                     (

@@ -28,10 +28,12 @@ use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::counters::Counters;
 use crate::config::RegionConfig;
 use crate::models::envelope::{self, Kind};
+use crate::telemetry;
 use crate::topics::catalog;
 use crate::topics::clients::{ForeignSubscription, HomeCluster, HomeProducer};
 use crate::topics::names::TopicName;
@@ -316,12 +318,19 @@ pub async fn run_agent<A: Agent>(
                 };
                 let incoming = Incoming::from_message(&message);
                 Counters::add(&counters.records_in, 1);
-                let (outgoing, delivered) = match agent.process(&incoming).await {
+                let span = process_span(A::NAME, &ctx, &group, &incoming);
+                let (outgoing, delivered) = match agent.process(&incoming).instrument(span.clone()).await {
                     Outcome::Publish(records) if records.is_empty() => {
                         Counters::add(&counters.unchanged, 1);
                         (Vec::new(), Delivered::Nothing)
                     }
-                    Outcome::Publish(records) => {
+                    Outcome::Publish(mut records) => {
+                        if !span.is_disabled() {
+                            // What this record caused continues its trace from this hop.
+                            for record in &mut records {
+                                telemetry::inject(&span, &mut record.headers);
+                            }
+                        }
                         let n = records.len() as u64;
                         (records, Delivered::Published(n))
                     }
@@ -362,6 +371,38 @@ pub async fn run_agent<A: Agent>(
     producer.inner_flush();
     tracing::info!(agent = A::NAME, region = %ctx.region.name, "agent stopped");
     Ok(())
+}
+
+/// The span of one record's processing, a child of the trace the record carries (OpenTelemetry
+/// messaging conventions: a Kafka `process` span). Records that carry no trace (a poller's
+/// observations) get none: a trace is a deployment's story, not every observation's.
+fn process_span(
+    agent: &str,
+    ctx: &AgentContext,
+    group: &str,
+    incoming: &Incoming,
+) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = telemetry::extract(&incoming.headers);
+    if !parent.span().span_context().is_valid() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format!("process {}", incoming.topic),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %incoming.topic,
+        messaging.destination.partition.id = incoming.partition,
+        messaging.kafka.offset = incoming.offset,
+        messaging.consumer.group.name = %group,
+        mot.agent = agent,
+        mot.region = %ctx.region.name,
+    );
+    let _ = span.set_parent(parent);
+    span
 }
 
 /// `mot-<agent>-<region>`: one consumer group per agent and region; a localizer's group also

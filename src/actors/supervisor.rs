@@ -233,6 +233,20 @@ impl Actor for RegionSupervisor {
     }
 }
 
+/// How many of its agents are running now. That it answers at all is the liveness the systemd
+/// watchdog checks: its mailbox is served.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Ping;
+
+impl Handler<Ping> for RegionSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> usize {
+        self.state.values().filter(|s| s.running).count()
+    }
+}
+
 /// An agent's pipeline ended.
 #[derive(Message)]
 #[rtype(result = "()")]

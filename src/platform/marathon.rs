@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 /// Label holding the deployment that last set an app, so a re-delivered launch is recognised.
 pub const LABEL_DEPLOYMENT_ID: &str = "mot-deployment-id";
@@ -130,17 +131,18 @@ impl MarathonClient {
 
     /// `GET /v2/apps/{id}`; `None` when Marathon does not know the app.
     pub async fn app(&self, id: &str) -> Result<Option<App>, MarathonError> {
-        let resp = self
-            .http
-            .get(format!(
-                "{}/v2/apps/{}",
-                self.base,
-                id.trim_start_matches('/')
-            ))
+        let url = format!("{}/v2/apps/{}", self.base, id.trim_start_matches('/'));
+        let span = client_span("GET", "/v2/apps/{id}", &url);
+        let resp = traced(self.http.get(&url), &span)
             .timeout(Duration::from_secs(10))
             .send()
+            .instrument(span.clone())
             .await
             .map_err(unreachable)?;
+        span.record(
+            "http.response.status_code",
+            i64::from(resp.status().as_u16()),
+        );
         match resp.status().as_u16() {
             404 => Ok(None),
             200 => resp
@@ -178,18 +180,19 @@ impl MarathonClient {
 
     /// `PUT /v2/apps/{id}`: creates the app or updates it to `app`.
     pub async fn put_app(&self, app: &App) -> Result<DeploymentAccepted, MarathonError> {
-        let resp = self
-            .http
-            .put(format!(
-                "{}/v2/apps/{}",
-                self.base,
-                app.id.trim_start_matches('/')
-            ))
+        let url = format!("{}/v2/apps/{}", self.base, app.id.trim_start_matches('/'));
+        let span = client_span("PUT", "/v2/apps/{id}", &url);
+        let resp = traced(self.http.put(&url), &span)
             .timeout(Duration::from_secs(10))
             .json(app)
             .send()
+            .instrument(span.clone())
             .await
             .map_err(unreachable)?;
+        span.record(
+            "http.response.status_code",
+            i64::from(resp.status().as_u16()),
+        );
         if resp.status().is_success() {
             resp.json().await.map_err(|e| MarathonError {
                 message: format!("unreadable answer: {e}"),
@@ -199,6 +202,32 @@ impl MarathonClient {
             Err(refused(resp).await)
         }
     }
+}
+
+/// A client span of a scheduler call (OpenTelemetry HTTP conventions); it is only recorded when
+/// the call is part of a traced flow (a deployment), not for every poll.
+fn client_span(method: &'static str, route: &'static str, url: &str) -> tracing::Span {
+    if tracing::Span::current().is_disabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "client",
+        http.request.method = method,
+        url.full = %url,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// `request` carrying `span`'s trace context, so the scheduler's own traces join the deployment's.
+fn traced(mut request: reqwest::RequestBuilder, span: &tracing::Span) -> reqwest::RequestBuilder {
+    let mut headers = Vec::new();
+    crate::telemetry::inject(span, &mut headers);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request
 }
 
 fn unreachable(e: reqwest::Error) -> MarathonError {

@@ -65,6 +65,7 @@ pub struct DeploymentRow {
     pub request: String,
     pub targets: Vec<String>,
     pub created_ms: i64,
+    pub trace_id: Option<String>,
 }
 
 /// An app's configuration.
@@ -100,7 +101,7 @@ impl Projections {
         };
         Ok(Self {
             deployment: p(format!(
-                "SELECT id, app, version, request, targets, created_at FROM {ks}.deployments WHERE id = ?"
+                "SELECT id, app, version, request, targets, created_at, trace_id FROM {ks}.deployments WHERE id = ?"
             ))
             .await?,
             zones: p(format!(
@@ -178,6 +179,7 @@ impl Projections {
             String,
             Option<Vec<String>>,
             CqlTimestamp,
+            Option<String>,
         );
         let row = self
             .session
@@ -186,13 +188,14 @@ impl Projections {
             .into_rows_result()?
             .maybe_first_row::<Row>()?;
         Ok(row.map(
-            |(id, app, version, request, targets, created)| DeploymentRow {
+            |(id, app, version, request, targets, created, trace_id)| DeploymentRow {
                 id,
                 app,
                 version,
                 request,
                 targets: targets.unwrap_or_default(),
                 created_ms: created.0,
+                trace_id,
             },
         ))
     }

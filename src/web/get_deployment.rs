@@ -131,6 +131,7 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
         "targets": row.targets,
         "created_at_ms": row.created_ms,
         "last_event_ms": last_event,
+        "trace_id": row.trace_id,
         "regions": regions,
         "request": request_json,
     })))

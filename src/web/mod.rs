@@ -21,6 +21,7 @@ use actix_web::{web, App, HttpServer};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::actors::counters::Registry;
@@ -79,8 +80,8 @@ impl AppState {
         };
         let statements = Statements {
             insert_deployment: prepare(format!(
-                "INSERT INTO {ks}.deployments (id, app, version, request, status, targets, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, 'requested', ?, ?, ?) USING TIMESTAMP ?"
+                "INSERT INTO {ks}.deployments (id, app, version, request, status, targets, created_at, updated_at, trace_id) \
+                 VALUES (?, ?, ?, ?, 'requested', ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             insert_by_app: prepare(format!(
@@ -188,6 +189,11 @@ impl AppState {
         self.produce(topic, envelope, "DeploymentRequested").await
     }
 
+    /// The trace id of the request being served, for the answer and the deployment's row.
+    pub(crate) fn trace_id() -> String {
+        crate::telemetry::trace_id(&tracing::Span::current())
+    }
+
     /// Produces `envelope` to `topic` on the central cluster and waits for the acknowledgement;
     /// 503 (retry in 5 s) when Kafka does not give it in time.
     async fn produce<T: serde::Serialize>(
@@ -198,17 +204,28 @@ impl AppState {
     ) -> Result<(), ApiError> {
         let value = serde_json::to_vec(envelope)
             .map_err(|e| ApiError::internal("encoding a request", &e))?;
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("send {topic}"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %topic,
+        );
+        let mut headers = vec![(
+            HEADER_EVENT_TYPE.to_owned(),
+            format!("{payload_type}.{}", envelope.kind.as_str()).into_bytes(),
+        )];
+        crate::telemetry::inject(&span, &mut headers);
         let out = Outgoing {
             topic,
             key: Some(envelope.key.clone().into_bytes()),
             value: Some(value),
-            headers: vec![(
-                HEADER_EVENT_TYPE.to_owned(),
-                format!("{payload_type}.{}", envelope.kind.as_str()).into_bytes(),
-            )],
+            headers,
             timestamp_ms: None,
         };
         acknowledged(enqueue(&self.producer, &out))
+            .instrument(span)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "request not acknowledged by the central cluster");
@@ -249,6 +266,7 @@ impl AppState {
                     targets,
                     created,
                     created,
+                    Self::trace_id(),
                     envelope.time_us,
                 ),
             )
@@ -271,6 +289,30 @@ impl AppState {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
+}
+
+/// The server span of a request that starts a flow (OpenTelemetry HTTP conventions), continuing
+/// the caller's trace when it sent a `traceparent`.
+pub(crate) fn server_span(request: &actix_web::HttpRequest, route: &str) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let headers: Vec<(String, Vec<u8>)> = request
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name == "traceparent" || *name == "tracestate")
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = %request.path(),
+    );
+    if !headers.is_empty() {
+        let _ = span.set_parent(crate::telemetry::extract(&headers));
+    }
+    span
 }
 
 /// Builds the API server on an already bound listener (port 0 in tests). `state` is present when

@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::{ApiError, FieldProblem};
@@ -76,9 +77,20 @@ pub struct Accepted {
     pub id: Uuid,
     pub status: String,
     pub targets: Vec<Target>,
+    /// The trace of this request (32 hex digits): find it in the trace backend.
+    pub trace_id: String,
 }
 
 pub async fn post_deployment(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let span = super::server_span(&request, "/deployments");
+    accept(request, payload, state).instrument(span).await
+}
+
+async fn accept(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -122,6 +134,7 @@ pub async fn post_deployment(
             id,
             status: "requested".into(),
             targets: envelope.payload.targets,
+            trace_id: AppState::trace_id(),
         }))
 }
 

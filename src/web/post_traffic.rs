@@ -9,6 +9,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::{ApiError, FieldProblem};
@@ -28,6 +29,16 @@ struct Body {
 }
 
 pub async fn post_traffic(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let span = super::server_span(&request, "/deployments/{id}/traffic");
+    switch(request, path, payload, state).instrument(span).await
+}
+
+async fn switch(
     request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -123,5 +134,6 @@ pub async fn post_traffic(
             "deployment_id": id,
             "enabled": body.enabled,
             "regions": regions,
+            "trace_id": AppState::trace_id(),
         })))
 }

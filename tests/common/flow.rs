@@ -174,7 +174,18 @@ impl Flow {
         what: &str,
         ok: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        self.deployment_within(120, id, what, ok).await
+    }
+
+    /// [`Self::deployment_until`], waiting at most `secs`.
+    pub async fn deployment_within(
+        &self,
+        secs: u64,
+        id: &str,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let (status, view) = self.get(&format!("/deployments/{id}")).await;
             assert_eq!(status, 200, "{view}");

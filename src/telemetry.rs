@@ -1,0 +1,167 @@
+//! Logs and traces. Logs go to stderr as text or JSON (`[telemetry] log_format`); spans go to
+//! an OTLP/HTTP endpoint when one is configured (`[telemetry] otlp_endpoint` or the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`), through a batch processor on a thread of its own: exporting
+//! never blocks a pipeline, and a backend that is down costs the spans, nothing else (the queue
+//! is bounded and drops when full). Service name and sampling follow the standard
+//! `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` unless the config sets
+//! them. W3C trace context travels in Kafka headers and HTTP headers (see [`inject`],
+//! [`extract`]).
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Spans awaiting export, at most; beyond that new spans are dropped.
+const MAX_QUEUED_SPANS: usize = 4096;
+
+/// What must be flushed before the process exits.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Exports the spans queued so far, now.
+    pub fn flush(&self) {
+        if let Err(error) = self.provider.force_flush() {
+            tracing::warn!(%error, "flushing spans");
+        }
+    }
+
+    /// Exports the spans still queued (bounded by the exporter's timeout).
+    pub fn shutdown(&self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("mot: flushing spans: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber (logs + spans) and the W3C propagator. Call once, outside
+/// any async runtime (the exporter's blocking HTTP client is built here).
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
+    let mut builder = SdkTracerProvider::builder();
+    let endpoint = config
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok());
+    if let Some(endpoint) = &endpoint {
+        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+        let traces = if endpoint.ends_with("/v1/traces") {
+            endpoint.clone()
+        } else {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        };
+        let client = reqwest_otlp::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_endpoint(traces)
+            .build()?;
+        let batch = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(MAX_QUEUED_SPANS)
+                    .with_scheduled_delay(std::time::Duration::from_millis(500))
+                    .build(),
+            )
+            .build();
+        builder = builder.with_span_processor(batch);
+    }
+    if let Some(ratio) = config.sample_ratio {
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))));
+    }
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if let Some(name) = &config.service_name {
+        resource = resource.with_service_name(name.clone());
+    } else if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name("mot");
+    }
+    let provider = builder.with_resource(resource.build()).build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,scylla=warn,actix_server=warn".into());
+    // RUST_LOG filters the logs only: quieter logs must not break the traces.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("mot"))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
+    match config.log_format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .try_init()?,
+    }
+    if let Some(endpoint) = endpoint {
+        tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
+    }
+    Ok(Telemetry { provider })
+}
+
+struct HeaderInjector<'a>(&'a mut Vec<(String, Vec<u8>)>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_owned(), value.into_bytes()));
+    }
+}
+
+struct HeaderExtractor<'a>(&'a [(String, Vec<u8>)]);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Writes `span`'s context into `headers` (`traceparent`, `tracestate`), replacing any there.
+pub fn inject(span: &tracing::Span, headers: &mut Vec<(String, Vec<u8>)>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// The trace context `headers` carry (an empty context when none).
+pub fn extract(headers: &[(String, Vec<u8>)]) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// The trace id of `span`, as 32 hex digits (all zeros when it is not traced).
+pub fn trace_id(span: &tracing::Span) -> String {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.context().span().span_context().trace_id().to_string()
+}
