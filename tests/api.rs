@@ -265,6 +265,36 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         "{metrics}"
     );
     assert!(metrics.contains("mot_http_request_duration_seconds_count{route=\"/deployments\",method=\"POST\",status=\"202\"} 1"));
+
+    // The fan-out's consumer group reports its lag per partition (librdkafka statistics, 5 s).
+    let lag_prefix =
+        "mot_consumer_lag{group=\"mot-deployment-fan-out-agent-production-us-east-1\",topic=\"mot-deployment-requests\",partition=";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lags: Vec<i64> = metrics
+            .lines()
+            .filter(|l| l.starts_with(lag_prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        if !lags.is_empty() {
+            assert!(lags.iter().all(|l| *l >= 0), "{lags:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no consumer lag for the fan-out in:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     supervisor.send(Shutdown).await.unwrap();
 }
 

@@ -124,6 +124,30 @@ async fn a_deployment_to_two_regions_shows_every_instance_and_each_region_health
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id.as_str()], "only this run's deployment targets {t}");
+    // The platform calls behind it, on /metrics.
+    let metrics = flow
+        .http
+        .get(format!("{}/metrics", flow.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+    };
+    assert!(
+        count("mot_platform_requests_total{platform=\"marathon\",operation=\"PUT /v2/apps/{id}\",outcome=\"ok\"}") >= 6
+    );
+    assert!(count("mot_platform_requests_total{platform=\"consul\",operation=\"watch /v1/health/state/any\",outcome=\"ok\"}") >= 6);
+    assert!(count("mot_platform_request_duration_seconds_count{platform=\"marathon\",operation=\"GET /v2/apps\",outcome=\"ok\"}") >= 6);
+
     let (status, bad) = flow.get("/deployments?limit=0&status=sleepy").await;
     assert_eq!(status, 400, "{bad}");
     let fields: Vec<&str> = bad["error"]["fields"]

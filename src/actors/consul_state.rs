@@ -15,12 +15,13 @@ use dashmap::DashMap;
 
 use crate::config::ZoneConfig;
 use crate::models::consul::{ConsulAppState, ConsulServiceEntry};
+use crate::platform::calls;
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName, ZoneName};
 
 use super::cache::LastRecordCache;
 use super::pipeline::{AgentContext, Outgoing, PipelineError};
-use super::poller::{poll_zones, PollError, Poller, ZoneOutput};
+use super::poller::{checked, poll_zones, PollError, Poller, ZoneOutput};
 
 /// Pause between polls: short, since Consul holds each watch until something changes.
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -56,7 +57,10 @@ impl ConsulStateAgent {
             Some(index) => format!("{base}/v1/health/state/any?index={index}&wait={WAIT}"),
             None => format!("{base}/v1/health/state/any"),
         };
-        let watched = checked(http.get(watch).send().await?).await?;
+        let watched = calls::timed("consul", "watch /v1/health/state/any", async {
+            checked(http.get(watch).send().await?).await
+        })
+        .await?;
         // An index that went backwards means Consul's state was reset: read everything again.
         let index = watched
             .headers()
@@ -66,24 +70,34 @@ impl ConsulStateAgent {
         if index.is_some() && index == last {
             return Ok(None);
         }
-        let services: BTreeMap<String, Vec<String>> = checked(
-            http.get(format!("{base}/v1/catalog/services"))
-                .send()
-                .await?,
-        )
-        .await?
-        .json()
-        .await?;
+        let services: BTreeMap<String, Vec<String>> =
+            calls::timed("consul", "GET /v1/catalog/services", async {
+                checked(
+                    http.get(format!("{base}/v1/catalog/services"))
+                        .send()
+                        .await?,
+                )
+                .await?
+                .json()
+                .await
+                .map_err(PollError::from)
+            })
+            .await?;
         let mut states = Vec::new();
         for service in services.keys().filter(|s| s.as_str() != "consul") {
-            let entries: Vec<ConsulServiceEntry> = checked(
-                http.get(format!("{base}/v1/health/service/{service}"))
-                    .send()
-                    .await?,
-            )
-            .await?
-            .json()
-            .await?;
+            let entries: Vec<ConsulServiceEntry> =
+                calls::timed("consul", "GET /v1/health/service/{service}", async {
+                    checked(
+                        http.get(format!("{base}/v1/health/service/{service}"))
+                            .send()
+                            .await?,
+                    )
+                    .await?
+                    .json()
+                    .await
+                    .map_err(PollError::from)
+                })
+                .await?;
             states.push(ConsulAppState {
                 service: service.clone(),
                 zone: zone.name.clone(),
@@ -99,22 +113,6 @@ impl ConsulStateAgent {
             }
         }
         Ok(Some(states))
-    }
-}
-
-async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, PollError> {
-    if resp.status().is_success() {
-        Ok(resp)
-    } else {
-        let status = resp.status().as_u16();
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect();
-        Err(PollError::Status { status, body })
     }
 }
 

@@ -15,7 +15,8 @@ use crate::topics::names::{RegionName, TopicName};
 
 use super::cache::LastRecordCache;
 use super::pipeline::{AgentContext, Outgoing, PipelineError};
-use super::poller::{poll_zones, PollError, Poller, ZoneOutput};
+use super::poller::{checked, poll_zones, PollError, Poller, ZoneOutput};
+use crate::platform::calls;
 
 /// Pause between polls (the master's state is a large document: not too often).
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -81,22 +82,15 @@ impl MesosStateAgent {
         http: &reqwest::Client,
         zone: &ZoneConfig,
     ) -> Result<Vec<(String, Vec<u8>)>, PollError> {
-        let resp = http
-            .get(format!("{}/master/state", zone.mesos.trim_end_matches('/')))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            let body: String = resp
-                .text()
+        let url = format!("{}/master/state", zone.mesos.trim_end_matches('/'));
+        let state: MasterState = calls::timed("mesos", "GET /master/state", async {
+            checked(http.get(url).send().await?)
+                .await?
+                .json()
                 .await
-                .unwrap_or_default()
-                .chars()
-                .take(200)
-                .collect();
-            return Err(PollError::Status { status, body });
-        }
-        let state: MasterState = resp.json().await?;
+                .map_err(PollError::from)
+        })
+        .await?;
         let hosts: BTreeMap<&str, &str> = state
             .slaves
             .iter()

@@ -40,6 +40,23 @@ impl From<reqwest::Error> for PollError {
     }
 }
 
+/// `resp` when the platform answered with success, else its status and the start of its body.
+pub async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, PollError> {
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        let status = resp.status().as_u16();
+        let body: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        Err(PollError::Status { status, body })
+    }
+}
+
 /// An agent whose source is a timer and an HTTP client.
 pub trait Poller: Sized + 'static {
     /// Its name in logs and metrics.

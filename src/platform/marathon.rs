@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::calls;
+
 /// Label holding the deployment that last set an app, so a re-delivered launch is recognised.
 pub const LABEL_DEPLOYMENT_ID: &str = "mot-deployment-id";
 
@@ -133,12 +135,17 @@ impl MarathonClient {
     pub async fn app(&self, id: &str) -> Result<Option<App>, MarathonError> {
         let url = format!("{}/v2/apps/{}", self.base, id.trim_start_matches('/'));
         let span = client_span("GET", "/v2/apps/{id}", &url);
+        let started = std::time::Instant::now();
         let resp = traced(self.http.get(&url), &span)
             .timeout(Duration::from_secs(10))
             .send()
             .instrument(span.clone())
-            .await
-            .map_err(unreachable)?;
+            .await;
+        let ok = resp
+            .as_ref()
+            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
+        calls::record("marathon", "GET /v2/apps/{id}", ok, started.elapsed());
+        let resp = resp.map_err(unreachable)?;
         span.record(
             "http.response.status_code",
             i64::from(resp.status().as_u16()),
@@ -159,13 +166,16 @@ impl MarathonClient {
 
     /// `GET /v2/apps?embed=apps.tasks`: every app with its tasks and their health.
     pub async fn apps(&self) -> Result<Vec<App>, MarathonError> {
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .get(format!("{}/v2/apps?embed=apps.tasks", self.base))
             .timeout(Duration::from_secs(10))
             .send()
-            .await
-            .map_err(unreachable)?;
+            .await;
+        let ok = resp.as_ref().is_ok_and(|r| r.status().is_success());
+        calls::record("marathon", "GET /v2/apps", ok, started.elapsed());
+        let resp = resp.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(refused(resp).await);
         }
@@ -182,13 +192,16 @@ impl MarathonClient {
     pub async fn put_app(&self, app: &App) -> Result<DeploymentAccepted, MarathonError> {
         let url = format!("{}/v2/apps/{}", self.base, app.id.trim_start_matches('/'));
         let span = client_span("PUT", "/v2/apps/{id}", &url);
+        let started = std::time::Instant::now();
         let resp = traced(self.http.put(&url), &span)
             .timeout(Duration::from_secs(10))
             .json(app)
             .send()
             .instrument(span.clone())
-            .await
-            .map_err(unreachable)?;
+            .await;
+        let ok = resp.as_ref().is_ok_and(|r| r.status().is_success());
+        calls::record("marathon", "PUT /v2/apps/{id}", ok, started.elapsed());
+        let resp = resp.map_err(unreachable)?;
         span.record(
             "http.response.status_code",
             i64::from(resp.status().as_u16()),

@@ -2,5 +2,6 @@
 //! (Marathon today; Mesos and Consul through the pollers), and the simulator that plays them
 //! locally (`mot platform-sim`).
 
+pub mod calls;
 pub mod marathon;
 pub mod sim;

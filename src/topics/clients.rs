@@ -29,6 +29,7 @@
 //! - Rule 3: a foreign subscription holds a [`SuffixedTopic`], which can only be made from a base
 //!   name and a region, so it always carries the region's suffix.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -118,7 +119,7 @@ impl HomeCluster {
 
     /// A consumer of this cluster in consumer group `group`; see [`consumer_config`].
     pub fn consumer(&self, group: &str) -> Result<MotConsumer, KafkaError> {
-        consumer_config(&self.cluster, group).create_with_context(MotConsumerContext)
+        consumer_config(&self.cluster, group).create_with_context(MotConsumerContext::new(group))
     }
 
     /// Topic administration on this cluster.
@@ -229,7 +230,7 @@ impl ForeignSubscription {
 
     /// A consumer of the foreign cluster in consumer group `group`; see [`consumer_config`].
     pub fn consumer(&self, group: &str) -> Result<MotConsumer, KafkaError> {
-        consumer_config(&self.cluster, group).create_with_context(MotConsumerContext)
+        consumer_config(&self.cluster, group).create_with_context(MotConsumerContext::new(group))
     }
 }
 
@@ -342,10 +343,65 @@ pub type MotConsumer = StreamConsumer<MotConsumerContext>;
 /// than asked of librdkafka. Asking (`rd_kafka_rebalance_protocol`) from the final rebalance of a
 /// closing consumer can block forever (librdkafka#4041, rust-rdkafka#509): a stopping agent would
 /// hang the thread its whole region's supervisor shares, and `mot run` would never exit.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MotConsumerContext;
+///
+/// It also keeps each partition's consumer lag from librdkafka's statistics (every 5 s) in
+/// [`consumer_lags`], for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct MotConsumerContext {
+    group: Arc<str>,
+}
 
-impl rdkafka::ClientContext for MotConsumerContext {}
+impl MotConsumerContext {
+    fn new(group: &str) -> Self {
+        Self {
+            group: Arc::from(group),
+        }
+    }
+}
+
+/// A consumer group's lag on one partition: records not yet processed, and when it was seen.
+#[derive(Debug, Clone, Copy)]
+pub struct Lag {
+    pub records: i64,
+    pub seen: std::time::Instant,
+}
+
+/// Lag by (consumer group, topic, partition).
+pub type Lags = dashmap::DashMap<(Arc<str>, String, i32), Lag>;
+
+/// Consumer lag by (group, topic, partition), from the statistics of every consumer this process
+/// runs. Entries not refreshed for a minute belong to consumers gone (a revoked partition, a
+/// stopped agent) and are not shown.
+pub fn consumer_lags() -> &'static Lags {
+    static LAGS: std::sync::OnceLock<Lags> = std::sync::OnceLock::new();
+    LAGS.get_or_init(dashmap::DashMap::new)
+}
+
+impl rdkafka::ClientContext for MotConsumerContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let now = std::time::Instant::now();
+        for (name, topic) in statistics.topics {
+            for (partition, p) in topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; negative lags are unknown.
+                let lag = if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    p.consumer_lag
+                };
+                if partition < 0 || lag < 0 {
+                    continue;
+                }
+                consumer_lags().insert(
+                    (self.group.clone(), name.clone(), partition),
+                    Lag {
+                        records: lag,
+                        seen: now,
+                    },
+                );
+            }
+        }
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for MotConsumerContext {
     fn rebalance(
@@ -384,7 +440,8 @@ pub fn consumer_config(cluster: &ClusterConfig, group: &str) -> ClientConfig {
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "5000");
     config
 }
 

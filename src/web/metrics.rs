@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text format. Per agent and region: records in, published,
 //! unchanged, skipped, dead-lettered, poll errors, restarts; per HTTP route, method and status:
-//! request counts and time spent.
+//! request counts and time spent; per consumer group, topic and partition: consumer lag; per
+//! platform, operation and outcome: calls to Marathon, Mesos and Consul and their time.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +92,55 @@ pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
                 get(counters)
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mot_consumer_lag Records on a partition a consumer group has not processed yet.\n# TYPE mot_consumer_lag gauge"
+    );
+    let mut lags: Vec<_> = crate::topics::clients::consumer_lags()
+        .iter()
+        .filter(|e| e.value().seen.elapsed() < Duration::from_secs(60))
+        .map(|e| (e.key().clone(), e.value().records))
+        .collect();
+    lags.sort();
+    for ((group, topic, partition), records) in lags {
+        let _ = writeln!(
+            out,
+            "mot_consumer_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {records}",
+            escape(&group),
+            escape(&topic)
+        );
+    }
+    let platform = crate::platform::calls::snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP mot_platform_requests_total Calls to the platforms' APIs, by outcome.\n# TYPE mot_platform_requests_total counter"
+    );
+    for ((name, operation, outcome), count, _) in &platform {
+        let _ = writeln!(
+            out,
+            "mot_platform_requests_total{{platform=\"{name}\",operation=\"{}\",outcome=\"{outcome}\"}} {count}",
+            escape(operation)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mot_platform_request_duration_seconds Time spent in calls to the platforms (Consul watches are held up to 5 s).\n# TYPE mot_platform_request_duration_seconds summary"
+    );
+    for ((name, operation, outcome), count, micros) in &platform {
+        let labels = format!(
+            "platform=\"{name}\",operation=\"{}\",outcome=\"{outcome}\"",
+            escape(operation)
+        );
+        let _ = writeln!(
+            out,
+            "mot_platform_request_duration_seconds_sum{{{labels}}} {}",
+            *micros as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "mot_platform_request_duration_seconds_count{{{labels}}} {count}"
+        );
     }
     let mut requests: Vec<_> = http
         .requests
