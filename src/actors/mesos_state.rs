@@ -10,16 +10,11 @@ use serde::Deserialize;
 
 use crate::config::ZoneConfig;
 use crate::models::state::MesosTaskState;
-use crate::topics::catalog;
-use crate::topics::names::{RegionName, TopicName};
+use crate::topics::catalog::{self, TopicSpec};
+use crate::topics::names::RegionName;
 
-use super::cache::LastRecordCache;
-use super::pipeline::{AgentContext, Outgoing, PipelineError};
-use super::poller::{checked, poll_zones, PollError, Poller, ZoneOutput};
+use super::poller::{checked, PollError, ZoneReader, ZoneSnapshots};
 use crate::platform::calls;
-
-/// Pause between polls (the master's state is a large document: not too often).
-const INTERVAL: Duration = Duration::from_secs(2);
 
 /// The part of `/master/state` read here.
 #[derive(Deserialize)]
@@ -69,19 +64,32 @@ struct Label {
 }
 
 /// The agent.
-pub struct MesosStateAgent {
-    region: RegionName,
-    zones: Vec<ZoneConfig>,
-    cache: LastRecordCache,
-    output: TopicName,
-}
+pub type MesosStateAgent = ZoneSnapshots<MesosTasks>;
 
-impl MesosStateAgent {
-    async fn zone_state(
-        &self,
+/// Reads one zone's Mesos tasks.
+pub struct MesosTasks;
+
+impl ZoneReader for MesosTasks {
+    const NAME: &'static str = "MesosStateAgent";
+    const PAYLOAD: &'static str = "MesosTaskState";
+    const TOPIC: TopicSpec = catalog::MESOS_TASK_STATE;
+    /// The master's state is a large document: not too often.
+    const INTERVAL: Duration = Duration::from_secs(2);
+    type State = MesosTaskState;
+
+    fn key(state: &MesosTaskState) -> String {
+        state.key()
+    }
+
+    fn zone_group(state: &MesosTaskState) -> String {
+        format!("{}/{}", state.region, state.zone)
+    }
+
+    async fn read(
         http: &reqwest::Client,
+        region: &RegionName,
         zone: &ZoneConfig,
-    ) -> Result<Vec<(String, Vec<u8>)>, PollError> {
+    ) -> Result<Vec<MesosTaskState>, PollError> {
         let url = format!("{}/master/state", zone.mesos.trim_end_matches('/'));
         let state: MasterState = calls::timed("mesos", "GET /master/state", async {
             checked(http.get(url).send().await?)
@@ -96,70 +104,28 @@ impl MesosStateAgent {
             .iter()
             .map(|a| (a.id.as_str(), a.hostname.as_str()))
             .collect();
-        state
+        Ok(state
             .frameworks
             .iter()
             .flat_map(|f| &f.tasks)
-            .map(|t| {
-                let task = MesosTaskState {
-                    region: self.region.clone(),
-                    zone: zone.name.clone(),
-                    task_id: t.id.clone(),
-                    name: t.name.clone(),
-                    framework_id: t.framework_id.clone(),
-                    agent_id: t.slave_id.clone(),
-                    hostname: hosts.get(t.slave_id.as_str()).map(|h| (*h).to_owned()),
-                    state: t.state.clone(),
-                    cpus: t.resources.cpus,
-                    mem_mb: t.resources.mem,
-                    ports: t.resources.ports.clone(),
-                    labels: t
-                        .labels
-                        .iter()
-                        .map(|l| (l.key.clone(), l.value.clone()))
-                        .collect(),
-                };
-                serde_json::to_vec(&task)
-                    .map(|json| (task.key(), json))
-                    .map_err(|e| PollError::BadAnswer(e.to_string()))
+            .map(|t| MesosTaskState {
+                region: region.clone(),
+                zone: zone.name.clone(),
+                task_id: t.id.clone(),
+                name: t.name.clone(),
+                framework_id: t.framework_id.clone(),
+                agent_id: t.slave_id.clone(),
+                hostname: hosts.get(t.slave_id.as_str()).map(|h| (*h).to_owned()),
+                state: t.state.clone(),
+                cpus: t.resources.cpus,
+                mem_mb: t.resources.mem,
+                ports: t.resources.ports.clone(),
+                labels: t
+                    .labels
+                    .iter()
+                    .map(|l| (l.key.clone(), l.value.clone()))
+                    .collect(),
             })
-            .collect()
-    }
-}
-
-impl Poller for MesosStateAgent {
-    const NAME: &'static str = "MesosStateAgent";
-
-    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
-        let output = TopicName::local(&catalog::MESOS_TASK_STATE.base());
-        let cache = LastRecordCache::rebuild(Self::NAME, ctx, &output, |s: &MesosTaskState| {
-            format!("{}/{}", s.region, s.zone)
-        })
-        .await?;
-        Ok(Self {
-            region: ctx.region.name.clone(),
-            zones: ctx.region.zones.clone(),
-            cache,
-            output,
-        })
-    }
-
-    fn interval(&self) -> Duration {
-        INTERVAL
-    }
-
-    async fn poll(&mut self, http: &reqwest::Client) -> Result<Vec<Outgoing>, PollError> {
-        let out = ZoneOutput {
-            agent: Self::NAME,
-            region: &self.region,
-            cache: &self.cache,
-            topic: &self.output,
-            payload_type: "MesosTaskState",
-        };
-        let this = &*self;
-        poll_zones(out, &self.zones, |zone| async move {
-            this.zone_state(http, &zone).await.map(Some)
-        })
-        .await
+            .collect())
     }
 }

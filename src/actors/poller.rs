@@ -200,3 +200,85 @@ where
         _ => Ok(records),
     }
 }
+
+/// A platform whose every zone is read whole on each poll (Marathon's apps, Mesos's tasks): the
+/// reading is all that differs between such pollers; [`ZoneSnapshots`] is the poller around it.
+pub trait ZoneReader: 'static {
+    /// The agent's name.
+    const NAME: &'static str;
+    /// The payload type its records carry (their event-type header).
+    const PAYLOAD: &'static str;
+    /// Where its records go: a local, compacted topic.
+    const TOPIC: crate::topics::catalog::TopicSpec;
+    /// Pause between polls.
+    const INTERVAL: Duration;
+    /// One entity of a zone, knowing its region and zone.
+    type State: serde::Serialize + serde::de::DeserializeOwned + crate::models::envelope::Validate;
+
+    /// The entity's record key.
+    fn key(state: &Self::State) -> String;
+
+    /// `<region>/<zone>` of an entity: the group one zone's read replaces.
+    fn zone_group(state: &Self::State) -> String;
+
+    /// Every entity of one zone, as the platform reports it now.
+    fn read(
+        http: &reqwest::Client,
+        region: &RegionName,
+        zone: &ZoneConfig,
+    ) -> impl Future<Output = Result<Vec<Self::State>, PollError>>;
+}
+
+/// The poller of a [`ZoneReader`]: reads every zone, diffs each zone's entities against the
+/// last-record cache (rebuilt from its output topic), publishes the changes.
+pub struct ZoneSnapshots<R> {
+    region: RegionName,
+    zones: Vec<ZoneConfig>,
+    cache: LastRecordCache,
+    output: TopicName,
+    reader: std::marker::PhantomData<R>,
+}
+
+impl<R: ZoneReader> Poller for ZoneSnapshots<R> {
+    const NAME: &'static str = R::NAME;
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let output = TopicName::local(&R::TOPIC.base());
+        let cache = LastRecordCache::rebuild(R::NAME, ctx, &output, R::zone_group).await?;
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            zones: ctx.region.zones.clone(),
+            cache,
+            output,
+            reader: std::marker::PhantomData,
+        })
+    }
+
+    fn interval(&self) -> Duration {
+        R::INTERVAL
+    }
+
+    async fn poll(&mut self, http: &reqwest::Client) -> Result<Vec<Outgoing>, PollError> {
+        let out = ZoneOutput {
+            agent: R::NAME,
+            region: &self.region,
+            cache: &self.cache,
+            topic: &self.output,
+            payload_type: R::PAYLOAD,
+        };
+        let region = &self.region;
+        poll_zones(out, &self.zones, |zone| async move {
+            R::read(http, region, &zone)
+                .await?
+                .iter()
+                .map(|state| {
+                    serde_json::to_vec(state)
+                        .map(|json| (R::key(state), json))
+                        .map_err(|e| PollError::BadAnswer(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+        .await
+    }
+}
