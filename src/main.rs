@@ -146,39 +146,16 @@ fn run_platform_sim(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Run { config } = &cli.command {
-        // `mot run` logs as its config says and exports spans; the other commands log text.
-        return match Config::load(config) {
-            Ok(loaded) => match mot::telemetry::init(&loaded.telemetry) {
-                Ok(telemetry) => {
-                    let result = actix::System::new().block_on(mot::daemon::run(loaded, config));
-                    telemetry.shutdown();
-                    match result {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(err) => {
-                            eprintln!("mot: {err:#}");
-                            ExitCode::FAILURE
-                        }
-                    }
-                }
-                Err(err) => {
-                    eprintln!("mot: telemetry: {err:#}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(err) => {
-                eprintln!("mot: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+    // `mot run` logs as its config says and exports spans (see `run`); the others log text.
+    if !matches!(cli.command, Command::Run { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,scylla=warn,actix_server=warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,scylla=warn,actix_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -188,9 +165,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// `mot run`: telemetry from the config (set up before any async runtime exists: the exporter's
+/// blocking client is built there), the daemon, then the spans flushed.
+fn run(config: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = Config::load(config)?;
+    let telemetry = mot::telemetry::init(&loaded.telemetry).context("telemetry")?;
+    let result = actix::System::new().block_on(mot::daemon::run(loaded, config));
+    telemetry.shutdown();
+    result
+}
+
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { .. } => unreachable!("handled in main"),
+        Command::Run { config } => run(&config),
         Command::Migrate { config, migrations } => {
             let config = Config::load(&config)?;
             let migrations = match migrations {

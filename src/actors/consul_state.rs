@@ -21,7 +21,7 @@ use crate::topics::names::{RegionName, TopicName, ZoneName};
 
 use super::cache::LastRecordCache;
 use super::pipeline::{AgentContext, Outgoing, PipelineError};
-use super::poller::{checked, poll_zones, PollError, Poller, ZoneOutput};
+use super::poller::{checked, get_json, poll_zones, PollError, Poller, ZoneOutput};
 
 /// Pause between polls: short, since Consul holds each watch until something changes.
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -70,34 +70,22 @@ impl ConsulStateAgent {
         if index.is_some() && index == last {
             return Ok(None);
         }
-        let services: BTreeMap<String, Vec<String>> =
-            calls::timed("consul", "GET /v1/catalog/services", async {
-                checked(
-                    http.get(format!("{base}/v1/catalog/services"))
-                        .send()
-                        .await?,
-                )
-                .await?
-                .json()
-                .await
-                .map_err(PollError::from)
-            })
-            .await?;
+        let services: BTreeMap<String, Vec<String>> = get_json(
+            http,
+            "consul",
+            "GET /v1/catalog/services",
+            format!("{base}/v1/catalog/services"),
+        )
+        .await?;
         let mut states = Vec::new();
         for service in services.keys().filter(|s| s.as_str() != "consul") {
-            let entries: Vec<ConsulServiceEntry> =
-                calls::timed("consul", "GET /v1/health/service/{service}", async {
-                    checked(
-                        http.get(format!("{base}/v1/health/service/{service}"))
-                            .send()
-                            .await?,
-                    )
-                    .await?
-                    .json()
-                    .await
-                    .map_err(PollError::from)
-                })
-                .await?;
+            let entries: Vec<ConsulServiceEntry> = get_json(
+                http,
+                "consul",
+                "GET /v1/health/service/{service}",
+                format!("{base}/v1/health/service/{service}"),
+            )
+            .await?;
             states.push(ConsulAppState {
                 service: service.clone(),
                 zone: zone.name.clone(),

@@ -13,8 +13,7 @@ use crate::models::state::MesosTaskState;
 use crate::topics::catalog::{self, TopicSpec};
 use crate::topics::names::RegionName;
 
-use super::poller::{checked, PollError, ZoneReader, ZoneSnapshots};
-use crate::platform::calls;
+use super::poller::{get_json, PollError, ZoneReader, ZoneSnapshots};
 
 /// The part of `/master/state` read here.
 #[derive(Deserialize)]
@@ -91,14 +90,7 @@ impl ZoneReader for MesosTasks {
         zone: &ZoneConfig,
     ) -> Result<Vec<MesosTaskState>, PollError> {
         let url = format!("{}/master/state", zone.mesos.trim_end_matches('/'));
-        let state: MasterState = calls::timed("mesos", "GET /master/state", async {
-            checked(http.get(url).send().await?)
-                .await?
-                .json()
-                .await
-                .map_err(PollError::from)
-        })
-        .await?;
+        let state: MasterState = get_json(http, "mesos", "GET /master/state", url).await?;
         let hosts: BTreeMap<&str, &str> = state
             .slaves
             .iter()

@@ -57,6 +57,24 @@ pub async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, PollE
     }
 }
 
+/// `GET url` on a platform API, its JSON answer as a `T`; the call is counted as `operation` of
+/// `platform` on `/metrics`.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    platform: &'static str,
+    operation: &'static str,
+    url: String,
+) -> Result<T, PollError> {
+    crate::platform::calls::timed(platform, operation, async {
+        checked(http.get(url).send().await?)
+            .await?
+            .json()
+            .await
+            .map_err(PollError::from)
+    })
+    .await
+}
+
 /// An agent whose source is a timer and an HTTP client.
 pub trait Poller: Sized + 'static {
     /// Its name in logs and metrics.
