@@ -18,7 +18,7 @@ use crate::actors::{LOCALIZER, PERSISTENCE_AGENTS, REGIONAL_AGENTS, SERVICE_AGEN
 use crate::config::{Carrier, Config, Role};
 use crate::notify::Notifier;
 use crate::topics::clients::{self, ClusterAdmin};
-use crate::topics::names::{ClusterName, RegionName};
+use crate::topics::names::RegionName;
 use crate::topics::topology::Topology;
 use crate::web;
 
@@ -84,6 +84,14 @@ impl RunningRegions {
         true
     }
 
+    /// The running supervisors, by region.
+    fn addresses(&self) -> Vec<(RegionName, Addr<RegionSupervisor>)> {
+        self.running
+            .iter()
+            .map(|(region, (_, supervisor))| (region.clone(), supervisor.clone()))
+            .collect()
+    }
+
     async fn stop_all(&mut self) {
         let drains: Vec<_> = self
             .running
@@ -117,25 +125,37 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     };
     regions.converge(&topology).await;
 
-    let mut web_server = None;
+    let readiness = std::sync::Arc::new(web::readyz::Readiness::new(
+        &topology,
+        registry.store.clone(),
+    ));
+    readiness.set_supervisors(regions.addresses());
     let mut api_state = None;
     if config.runs(Role::Service) {
-        let listener = TcpListener::bind(&config.web.listen)
-            .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
-        let addr = listener.local_addr()?;
+        let session = registry
+            .store
+            .get(&config.cassandra)
+            .await
+            .context("cannot start the api")?;
         let state = actix_web::web::Data::new(
-            web::AppState::connect(topology.clone())
+            web::AppState::with_session(topology.clone(), session)
                 .await
                 .context("cannot start the api")?,
         );
-        let server = web::server(listener, Some(state.clone()), registry.clone())
-            .context("cannot start the api")?;
-        let handle = server.handle();
-        let task = actix_web::rt::spawn(server);
-        tracing::info!(%addr, "api listening");
-        web_server = Some((handle, task));
         api_state = Some(state);
     }
+    let listener = TcpListener::bind(&config.web.listen)
+        .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
+    let addr = listener.local_addr()?;
+    let server = web::server(
+        listener,
+        api_state.clone(),
+        registry.clone(),
+        readiness.clone(),
+    )
+    .context("cannot start the http server")?;
+    let web_server = (server.handle(), actix_web::rt::spawn(server));
+    tracing::info!(%addr, api = api_state.is_some(), "http listening");
     tracing::info!(roles = ?config.node.roles, "mot running");
     let notifier = Notifier::from_env();
     notifier.send(&format!(
@@ -165,6 +185,8 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
                     Ok(topology) => {
                         ensure_home_topics(&topology).await;
                         regions.converge(&topology).await;
+                        readiness.set_topology(&topology);
+                        readiness.set_supervisors(regions.addresses());
                         if let Some(state) = &api_state {
                             state.set_topology(topology);
                         }
@@ -182,10 +204,9 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     notifier.send("STOPPING=1");
     let deadline = std::time::Duration::from_secs(config.node.shutdown_timeout_secs);
     let stop = async {
-        if let Some((handle, task)) = web_server {
-            handle.stop(true).await;
-            let _ = task.await;
-        }
+        let (handle, task) = web_server;
+        handle.stop(true).await;
+        let _ = task.await;
         regions.stop_all().await;
     };
     if tokio::time::timeout(deadline, stop).await.is_err() {
@@ -308,32 +329,10 @@ fn plan_agents(topology: &Topology) -> BTreeMap<RegionName, Vec<AgentSpec>> {
     specs
 }
 
-/// The clusters of the datacenters this process's roles run in: central for the service and
-/// persistence layers (and the localizers that bring regional topics there), each hosted region's
-/// own cluster and its pseudo-central cluster (where that region's inbound localizers run).
-fn home_clusters(topology: &Topology) -> Vec<ClusterName> {
-    let config = topology.config();
-    let mut homes = Vec::new();
-    if config.runs(Role::Service) || config.runs(Role::Persistence) {
-        homes.push(topology.central_region().cluster.clone());
-    }
-    if config.runs(Role::Regional) {
-        for region in &config.regions {
-            if config.node.regions.is_empty() || config.node.regions.contains(&region.name) {
-                homes.push(region.cluster.clone());
-                homes.extend(region.pseudo_central.clone());
-            }
-        }
-    }
-    homes.sort();
-    homes.dedup();
-    homes
-}
-
 /// mot ensures its own topics at start, on its home clusters only. A cluster that cannot be
 /// reached is logged and left to the agents, which retry; it does not stop the process.
 async fn ensure_home_topics(topology: &Topology) {
-    for cluster in home_clusters(topology) {
+    for cluster in topology.home_clusters() {
         let Some(admin): Option<ClusterAdmin> = topology.cluster_admin(&cluster) else {
             continue;
         };

@@ -13,7 +13,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -102,6 +105,10 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .event_format(WithTraceIds {
+                        inner: tracing_subscriber::fmt::format(),
+                        json: false,
+                    })
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
             )
@@ -110,8 +117,13 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
+                    .event_format(WithTraceIds {
+                        inner: tracing_subscriber::fmt::format()
+                            .json()
+                            .with_current_span(true)
+                            .with_span_list(false),
+                        json: true,
+                    })
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
             )
@@ -121,6 +133,61 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
         tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
     }
     Ok(Telemetry { provider })
+}
+
+/// A log line formatter that adds the trace and span ids of the span the event happened in
+/// (when it is traced): `trace_id` and `span_id` fields in JSON, `trace_id=… span_id=…` at
+/// the end of a text line. A log line and its trace find each other by these ids.
+struct WithTraceIds<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N> + Send + Sync + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.lookup_current().and_then(|span| {
+            use opentelemetry::trace::TraceContextExt;
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            let span = cx.span();
+            let context = span.span_context();
+            context.is_valid().then(|| {
+                (
+                    context.trace_id().to_string(),
+                    context.span_id().to_string(),
+                )
+            })
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let line = line.trim_end_matches('\n');
+        if self.json {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(mut fields)) => {
+                    fields.insert("trace_id".into(), trace_id.into());
+                    fields.insert("span_id".into(), span_id.into());
+                    writeln!(writer, "{}", serde_json::Value::Object(fields))
+                }
+                _ => writeln!(writer, "{line}"),
+            }
+        } else {
+            writeln!(writer, "{line} trace_id={trace_id} span_id={span_id}")
+        }
+    }
 }
 
 struct HeaderInjector<'a>(&'a mut Vec<(String, Vec<u8>)>);

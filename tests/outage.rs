@@ -3,59 +3,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use common::flow::start_custom;
+use common::ExtraKafka;
 use mot::platform::sim::SimOptions;
-
-/// An extra single-node Kafka cluster, stopped and removed when dropped.
-struct ExtraKafka {
-    name: String,
-    bootstrap: String,
-}
-
-impl ExtraKafka {
-    fn infra(&self, args: &[&str]) {
-        let status = Command::new(common::repo_path("dev/infra"))
-            .args(["kafka"])
-            .args(args)
-            .args([self.name.as_str(), self.bootstrap.as_str()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "dev/infra kafka {args:?} {}", self.name);
-    }
-
-    fn start(&self) {
-        self.infra(&["up"]);
-    }
-
-    fn stop(&self) {
-        self.infra(&["down"]);
-    }
-}
-
-impl Drop for ExtraKafka {
-    fn drop(&mut self) {
-        let _ = Command::new(common::repo_path("dev/infra"))
-            .args(["kafka", "down", &self.name, &self.bootstrap, "--purge"])
-            .status();
-    }
-}
-
-/// Two free consecutive ports (the broker's and its controller's).
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no two free consecutive ports");
-}
 
 fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
     view["regions"]
@@ -72,10 +26,7 @@ fn stale(view: &Value, name: &str) -> bool {
 
 #[actix_web::test]
 async fn a_region_whose_cluster_stops_goes_stale_while_others_flow_and_catches_up_on_return() {
-    let kafka = ExtraKafka {
-        name: format!("extra-{}", common::unique("").replace('_', "")),
-        bootstrap: format!("127.0.0.1:{}", free_port_pair()),
-    };
+    let kafka = ExtraKafka::new();
     kafka.start();
     let mut flow = start_custom(
         SimOptions {

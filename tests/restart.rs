@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use common::{sigterm_and_wait, spawn_mot, wait_healthz};
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -12,42 +12,6 @@ use serde_json::{json, Value};
 use mot::config::Config;
 use mot::platform::sim::{Platform, SimOptions};
 use mot::topics::names::RegionName;
-
-fn spawn_mot(config: &Path) -> Child {
-    Command::new(common::mot_bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_healthz(http: &reqwest::Client, url: &str, child: &mut Child) {
-    for _ in 0..1200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("mot run exited early with {status}");
-        }
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("mot run never answered /healthz");
-}
-
-async fn sigterm_and_wait(mut child: Child) {
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
-}
 
 #[actix_web::test]
 async fn sigterm_mid_flow_then_restart_loses_no_accepted_request_and_repeats_none() {

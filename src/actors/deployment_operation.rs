@@ -107,10 +107,11 @@ impl DeploymentOperationAgent {
             .await;
             match result {
                 Ok(version) => {
+                    tracing::info!(region = %self.region, zone = %zone.name, %deployment, app = %app.id, "scheduler accepted the app");
                     return ZoneOutcome::Accepted {
                         zone: zone.name.clone(),
                         version,
-                    }
+                    };
                 }
                 Err(e) => {
                     last_error = e.message.clone();

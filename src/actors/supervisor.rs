@@ -233,17 +233,36 @@ impl Actor for RegionSupervisor {
     }
 }
 
-/// How many of its agents are running now. That it answers at all is the liveness the systemd
-/// watchdog checks: its mailbox is served.
+/// Which of its agents are running now. That it answers at all is the liveness the systemd
+/// watchdog checks (its mailbox is served); `/readyz` reports the agents waiting to restart.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "AgentsUp")]
 pub struct Ping;
 
-impl Handler<Ping> for RegionSupervisor {
-    type Result = usize;
+/// A region supervisor's answer to [`Ping`].
+#[derive(Debug, Clone, MessageResponse)]
+pub struct AgentsUp {
+    /// Agents running.
+    pub running: usize,
+    /// Agents waiting out their restart backoff, by name.
+    pub down: Vec<String>,
+}
 
-    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> usize {
-        self.state.values().filter(|s| s.running).count()
+impl Handler<Ping> for RegionSupervisor {
+    type Result = AgentsUp;
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> AgentsUp {
+        let mut down: Vec<String> = self
+            .state
+            .iter()
+            .filter(|(_, s)| !s.running)
+            .map(|(name, _)| name.clone())
+            .collect();
+        down.sort();
+        AgentsUp {
+            running: self.state.len() - down.len(),
+            down,
+        }
     }
 }
 

@@ -44,7 +44,7 @@ use serde::Serialize;
 use super::catalog::{self, Flow, TopicSpec};
 use super::names::{ClusterName, RegionName, TopicBase, TopicName};
 use super::topology::{PlannedRoute, Topology};
-use crate::config::{ClusterConfig, RegionConfig};
+use crate::config::{ClusterConfig, RegionConfig, Role};
 
 /// The cluster of the datacenter a role runs in: the only cluster it may produce to.
 #[derive(Debug, Clone)]
@@ -259,6 +259,28 @@ impl Topology {
         self.config()
             .cluster(name)
             .map(|c| ClusterAdmin { cluster: c.clone() })
+    }
+
+    /// The clusters of the datacenters this process's roles run in: central for the service and
+    /// persistence layers (and the localizers that bring regional topics there), each hosted region's
+    /// own cluster and its pseudo-central cluster (where that region's inbound localizers run).
+    pub fn home_clusters(&self) -> Vec<ClusterName> {
+        let config = self.config();
+        let mut homes = Vec::new();
+        if config.runs(Role::Service) || config.runs(Role::Persistence) {
+            homes.push(self.central_region().cluster.clone());
+        }
+        if config.runs(Role::Regional) {
+            for region in &config.regions {
+                if config.node.regions.is_empty() || config.node.regions.contains(&region.name) {
+                    homes.push(region.cluster.clone());
+                    homes.extend(region.pseudo_central.clone());
+                }
+            }
+        }
+        homes.sort();
+        homes.dedup();
+        homes
     }
 
     /// Home of the service and persistence layers: the central cluster.

@@ -10,7 +10,7 @@ pub mod metrics;
 mod openapi;
 pub mod post_deployment;
 mod post_traffic;
-mod readyz;
+pub mod readyz;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -45,8 +45,6 @@ pub struct AppState {
     statements: Statements,
     /// The projections the reads are served from.
     projections: store::projections::Projections,
-    /// Asks the central cluster for metadata on `/readyz`.
-    kafka_probe: Arc<rdkafka::consumer::BaseConsumer>,
 }
 
 struct Statements {
@@ -71,8 +69,13 @@ pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
 impl AppState {
     /// Connects to Cassandra and prepares the API's statements; builds the central producer.
     pub async fn connect(topology: Topology) -> anyhow::Result<Self> {
+        let session = store::connect(&topology.config().cassandra).await?;
+        Self::with_session(topology, session).await
+    }
+
+    /// Prepares the API's statements on `session`; builds the central producer.
+    pub async fn with_session(topology: Topology, session: Arc<Session>) -> anyhow::Result<Self> {
         let config = topology.config();
-        let session = store::connect(&config.cassandra).await?;
         let ks = &config.cassandra.keyspace;
         let prepare = |cql: String| {
             let session = session.clone();
@@ -109,16 +112,12 @@ impl AppState {
         let producer = topology
             .central_home()
             .producer_with_timeout(PRODUCE_TIMEOUT)?;
-        let kafka_probe = Arc::new(readyz::kafka_probe(&crate::topics::clients::base_config(
-            topology.central_cluster(),
-        ))?);
         Ok(Self {
             topology: std::sync::RwLock::new(topology),
             producer,
             session,
             statements,
             projections,
-            kafka_probe,
         })
     }
 
@@ -316,19 +315,23 @@ pub(crate) fn server_span(request: &actix_web::HttpRequest, route: &str) -> trac
 }
 
 /// Builds the API server on an already bound listener (port 0 in tests). `state` is present when
-/// this process runs the service role; `/healthz` and `/metrics` are served either way. Signals
-/// are handled by the daemon, which stops the server gracefully through its handle.
+/// this process runs the service role; `/healthz`, `/readyz` and `/metrics` are served whatever
+/// the roles. Signals are handled by the daemon, which stops the server gracefully through its
+/// handle.
 pub fn server(
     listener: TcpListener,
     state: Option<web::Data<AppState>>,
     registry: Registry,
+    readiness: Arc<readyz::Readiness>,
 ) -> std::io::Result<Server> {
     let registry = web::Data::new(registry);
+    let readiness = web::Data::from(readiness);
     let http_metrics = web::Data::new(metrics::HttpMetrics::default());
     let server = HttpServer::new(move || {
         let recorder = http_metrics.clone();
         let app = App::new()
             .app_data(registry.clone())
+            .app_data(readiness.clone())
             .app_data(http_metrics.clone())
             .wrap_fn(move |req, srv| {
                 let started = std::time::Instant::now();
@@ -346,6 +349,7 @@ pub fn server(
                 }
             })
             .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(readyz::readyz))
             .route("/metrics", web::get().to(metrics::metrics))
             .route("/openapi.json", web::get().to(openapi::openapi));
         match &state {
@@ -376,8 +380,7 @@ pub fn server(
                     web::post().to(post_traffic::post_traffic),
                 )
                 .route("/apps/{app}/config", web::get().to(app_config::get_config))
-                .route("/apps/{app}/config", web::put().to(app_config::put_config))
-                .route("/readyz", web::get().to(readyz::readyz)),
+                .route("/apps/{app}/config", web::put().to(app_config::put_config)),
             None => app,
         }
     })

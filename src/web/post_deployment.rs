@@ -128,6 +128,8 @@ async fn accept(
             tracing::warn!(deployment = %id, error = %e, "request accepted but its shell was not written");
         }
     }
+    tracing::info!(deployment = %id, app = %envelope.payload.spec.app.as_str(), regions = envelope.payload.targets.len(),
+        replayed = already_logged, "deployment accepted");
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/deployments/{id}")))
         .json(Accepted {

@@ -1,67 +1,172 @@
-//! `GET /readyz`: whether this process can serve: the central Kafka cluster answers metadata
-//! requests and Cassandra answers a query. 503 names what is not ready.
+//! `GET /readyz`: whether this process can do its work, whatever roles it runs: every Kafka
+//! cluster of its datacenters answers a metadata request, Cassandra answers a query (service and
+//! persistence roles), and every region's agents are running (not waiting out a restart). 503
+//! names each check that failed and why.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use actix::Addr;
 use actix_web::{web, HttpResponse};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
-use super::AppState;
+use crate::actors::supervisor::{Ping, RegionSupervisor};
+use crate::config::{CassandraConfig, Role};
+use crate::store::SharedSession;
+use crate::topics::clients::base_config;
+use crate::topics::names::{ClusterName, RegionName};
+use crate::topics::topology::Topology;
 
-#[derive(Serialize)]
-struct Check {
-    name: String,
-    ready: bool,
+/// How long one check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One check of `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let mut checks = Vec::new();
+impl Check {
+    fn new(name: String, outcome: Result<(), String>) -> Self {
+        Self {
+            name,
+            ready: outcome.is_ok(),
+            reason: outcome.err(),
+        }
+    }
+}
 
-    let central = state.topology().central_home();
-    let kafka_name = format!("kafka {}", central.name());
-    let probe = state.kafka_probe.clone();
-    let kafka = web::block(move || {
+type Probe = Result<Arc<BaseConsumer>, String>;
+
+/// What `/readyz` checks; the daemon keeps it in step with the running topology.
+pub struct Readiness {
+    kafka: RwLock<Vec<(ClusterName, Probe)>>,
+    cassandra: Option<(SharedSession, CassandraConfig)>,
+    supervisors: RwLock<Vec<(RegionName, Addr<RegionSupervisor>)>>,
+}
+
+impl Readiness {
+    /// The checks of a process running `topology`'s roles; Cassandra through `store` (the
+    /// session the process's writers and readers share).
+    pub fn new(topology: &Topology, store: SharedSession) -> Self {
+        let config = topology.config();
+        let cassandra = (config.runs(Role::Service) || config.runs(Role::Persistence))
+            .then(|| (store, config.cassandra.clone()));
+        let readiness = Self {
+            kafka: RwLock::new(Vec::new()),
+            cassandra,
+            supervisors: RwLock::new(Vec::new()),
+        };
+        readiness.set_topology(topology);
+        readiness
+    }
+
+    /// Checks the home clusters of `topology` from now on (after a reload).
+    pub fn set_topology(&self, topology: &Topology) {
+        let probes = topology
+            .home_clusters()
+            .into_iter()
+            .filter_map(|name| {
+                let cluster = topology.config().cluster(&name)?;
+                let probe = base_config(cluster)
+                    .set("group.id", "mot-readyz")
+                    .create::<BaseConsumer>()
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                Some((name, probe))
+            })
+            .collect();
+        *self.kafka.write().unwrap_or_else(|p| p.into_inner()) = probes;
+    }
+
+    /// The region supervisors whose agents must be running.
+    pub fn set_supervisors(&self, supervisors: Vec<(RegionName, Addr<RegionSupervisor>)>) {
+        *self.supervisors.write().unwrap_or_else(|p| p.into_inner()) = supervisors;
+    }
+
+    /// Runs every check, concurrently.
+    pub async fn checks(&self) -> Vec<Check> {
+        let probes = self.kafka.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let supervisors = self
+            .supervisors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let kafka = futures::future::join_all(probes.into_iter().map(|(name, probe)| async move {
+            Check::new(format!("kafka {name}"), kafka(probe).await)
+        }));
+        let cassandra = async {
+            match &self.cassandra {
+                Some((store, config)) => Some(Check::new(
+                    "cassandra".into(),
+                    cassandra(store, config).await,
+                )),
+                None => None,
+            }
+        };
+        let agents = futures::future::join_all(supervisors.into_iter().map(
+            |(region, supervisor)| async move {
+                Check::new(format!("agents {region}"), agents(supervisor).await)
+            },
+        ));
+        let (kafka, cassandra, agents) = futures::join!(kafka, cassandra, agents);
+        kafka.into_iter().chain(cassandra).chain(agents).collect()
+    }
+}
+
+async fn kafka(probe: Probe) -> Result<(), String> {
+    let probe = probe?;
+    let brokers = web::block(move || {
         probe
-            .fetch_metadata(None, Duration::from_secs(2))
+            .fetch_metadata(None, CHECK_TIMEOUT)
             .map(|m| m.brokers().len())
     })
-    .await;
-    checks.push(match kafka {
-        Ok(Ok(brokers)) if brokers > 0 => Check {
-            name: kafka_name,
-            ready: true,
-            reason: None,
-        },
-        Ok(Ok(_)) => Check {
-            name: kafka_name,
-            ready: false,
-            reason: Some("no broker in the metadata".into()),
-        },
-        Ok(Err(e)) => Check {
-            name: kafka_name,
-            ready: false,
-            reason: Some(e.to_string()),
-        },
-        Err(e) => Check {
-            name: kafka_name,
-            ready: false,
-            reason: Some(e.to_string()),
-        },
-    });
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if brokers == 0 {
+        return Err("no broker in the metadata".into());
+    }
+    Ok(())
+}
 
-    let cassandra = state
-        .session
-        .query_unpaged("SELECT release_version FROM system.local", ())
-        .await;
-    checks.push(Check {
-        name: "cassandra".into(),
-        ready: cassandra.is_ok(),
-        reason: cassandra.err().map(|e| e.to_string()),
-    });
+async fn cassandra(store: &SharedSession, config: &CassandraConfig) -> Result<(), String> {
+    let query = async {
+        let session = store.get(config).await.map_err(|e| e.to_string())?;
+        session
+            .query_unpaged("SELECT release_version FROM system.local", ())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, query)
+        .await
+        .map_err(|_| format!("no answer within {CHECK_TIMEOUT:?}"))?
+}
 
+async fn agents(supervisor: Addr<RegionSupervisor>) -> Result<(), String> {
+    let status = tokio::time::timeout(CHECK_TIMEOUT, supervisor.send(Ping))
+        .await
+        .map_err(|_| "the region's supervisor does not answer".to_owned())?
+        .map_err(|_| "the region's supervisor has stopped".to_owned())?;
+    if status.down.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} agents waiting to restart: {}",
+            status.down.len(),
+            status.down.len() + status.running,
+            status.down.join(", ")
+        ))
+    }
+}
+
+pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    let checks = readiness.checks().await;
     let ready = checks.iter().all(|c| c.ready);
     let body = serde_json::json!({ "ready": ready, "checks": checks });
     if ready {
@@ -69,11 +174,4 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
-}
-
-/// The client `/readyz` asks for the central cluster's metadata.
-pub fn kafka_probe(
-    config: &rdkafka::ClientConfig,
-) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
-    config.clone().set("group.id", "mot-readyz").create()
 }

@@ -118,6 +118,10 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
                 AppState::connect(topology.clone()).await.unwrap(),
             )),
             Registry::default(),
+            std::sync::Arc::new(mot::web::readyz::Readiness::new(
+                &topology,
+                registry.store.clone(),
+            )),
         )
         .unwrap(),
     );

@@ -8,7 +8,9 @@
 pub mod flow;
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use mot::config::Config;
 
@@ -167,4 +169,130 @@ pub async fn delete_consumer_groups(cluster: &mot::config::ClusterConfig, groups
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// An extra single-node Kafka cluster, stopped and removed when dropped.
+pub struct ExtraKafka {
+    pub name: String,
+    pub bootstrap: String,
+}
+
+impl ExtraKafka {
+    /// A cluster of a unique name on two free ports; not started yet.
+    pub fn new() -> Self {
+        Self {
+            name: format!("extra-{}", unique("").replace('_', "")),
+            bootstrap: format!("127.0.0.1:{}", free_port_pair()),
+        }
+    }
+
+    fn infra(&self, args: &[&str]) {
+        let status = std::process::Command::new(repo_path("dev/infra"))
+            .args(["kafka"])
+            .args(args)
+            .args([self.name.as_str(), self.bootstrap.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "dev/infra kafka {args:?} {}", self.name);
+    }
+
+    pub fn start(&self) {
+        self.infra(&["up"]);
+    }
+
+    pub fn stop(&self) {
+        self.infra(&["down"]);
+    }
+}
+
+impl Drop for ExtraKafka {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_path("dev/infra"))
+            .args(["kafka", "down", &self.name, &self.bootstrap, "--purge"])
+            .status();
+    }
+}
+
+/// Two free consecutive ports (the broker's and its controller's).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free consecutive ports");
+}
+
+/// A `mot run` child process, killed when dropped (a failed test leaves none behind).
+pub struct MotProcess(Option<Child>);
+
+impl std::ops::Deref for MotProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for MotProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for MotProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `mot run --config CONFIG` as a child process, its output discarded.
+pub fn spawn_mot(config: &Path) -> MotProcess {
+    spawn_mot_logging_to(config, Stdio::null())
+}
+
+/// `mot run --config CONFIG` as a child process, its logs (stderr) to `logs`.
+pub fn spawn_mot_logging_to(config: &Path, logs: impl Into<Stdio>) -> MotProcess {
+    MotProcess(Some(
+        Command::new(mot_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(logs)
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// Waits until `mot run` answers `/healthz` (start-up ensures topics; brokers take a while).
+pub async fn wait_healthz(http: &reqwest::Client, url: &str, child: &mut Child) {
+    for _ in 0..1200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mot run exited early with {status}");
+        }
+        if http.get(format!("{url}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mot run never answered /healthz");
+}
+
+/// SIGTERM, then the exit, which must be 0 (a graceful stop).
+pub async fn sigterm_and_wait(mut process: MotProcess) {
+    let mut child = process.0.take().expect("running");
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
 }
