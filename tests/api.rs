@@ -256,6 +256,7 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         .text()
         .await
         .unwrap();
+    assert_prometheus_text(&metrics);
     let published = metrics
         .lines()
         .find(|l| l.starts_with("mot_agent_published_total{agent=\"DeploymentFanOutAgent\",region=\"production-us-east-1\"}"))
@@ -585,4 +586,81 @@ async fn readyz_says_ready_when_kafka_and_cassandra_answer_and_names_what_is_not
     assert!(central["reason"].is_string(), "{central}");
     assert_eq!(check("cassandra")["ready"], true, "cassandra is fine");
     assert_eq!(check("kafka production-us-west-2")["ready"], true);
+}
+
+/// Checks the Prometheus text exposition format strictly: every sample is `name{labels} value`
+/// with a float value and well-quoted labels, and belongs to a family declared by `# TYPE`
+/// before it (a `_count`, `_sum` or quantile sample to its summary or histogram).
+fn assert_prometheus_text(text: &str) {
+    let mut families: std::collections::HashMap<String, String> = Default::default();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(name_ok(name), "bad family name: {line}");
+            assert!(
+                ["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind),
+                "bad type: {line}"
+            );
+            assert!(
+                families.insert(name.into(), kind.into()).is_none(),
+                "declared twice: {line}"
+            );
+            continue;
+        }
+        if line.starts_with('#') {
+            assert!(line.starts_with("# HELP "), "unknown comment: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("value is not a float: {line}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                let mut rest = labels;
+                while !rest.is_empty() {
+                    let (label, after) = rest.split_once("=\"").expect("label=\"value\"");
+                    assert!(name_ok(label), "bad label name in: {line}");
+                    let mut end = None;
+                    let mut escaped = false;
+                    for (i, c) in after.char_indices() {
+                        match (escaped, c) {
+                            (true, _) => escaped = false,
+                            (false, '\\') => escaped = true,
+                            (false, '"') => {
+                                end = Some(i);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    let end = end.unwrap_or_else(|| panic!("unterminated label value: {line}"));
+                    rest = after[end + 1..].trim_start_matches(',');
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(name_ok(name), "bad metric name: {line}");
+        let family = [
+            name,
+            name.trim_end_matches("_count"),
+            name.trim_end_matches("_sum"),
+            name.trim_end_matches("_bucket"),
+        ]
+        .into_iter()
+        .find(|f| families.contains_key(*f));
+        assert!(
+            family.is_some(),
+            "sample without a # TYPE before it: {line}"
+        );
+    }
+    assert!(!families.is_empty(), "no metric families");
 }
