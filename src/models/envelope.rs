@@ -146,6 +146,19 @@ pub fn decode<T: DeserializeOwned + Validate>(
     value: Option<&[u8]>,
 ) -> Result<Envelope<T>, DecodeError> {
     let value = value.ok_or(DecodeError::Empty)?;
+    // The common case in one pass over the bytes: the envelope with its payload left raw, then
+    // the payload straight into `T`. A record that does not fit is decoded again below, slowly,
+    // only to say exactly why it is refused.
+    if let Ok(envelope) =
+        serde_json::from_slice::<Envelope<Box<serde_json::value::RawValue>>>(value)
+    {
+        if envelope.v == VERSION && record_key == Some(envelope.key.as_bytes()) {
+            if let Ok(payload) = serde_json::from_str::<T>(envelope.payload.get()) {
+                payload.validate().map_err(DecodeError::InvalidPayload)?;
+                return Ok(envelope.with_payload(payload));
+            }
+        }
+    }
     let json: serde_json::Value =
         serde_json::from_slice(value).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     let version = json.get("v").and_then(serde_json::Value::as_u64);
