@@ -167,6 +167,7 @@ async fn agent_run(env: &Env, run: usize, n: usize, profiles: &mut String) -> (f
         counters: registry.get(InstanceConsulStateAgent::NAME, &name),
         route: None,
         store: Default::default(),
+        producers: Default::default(),
     };
     let group = pipeline::consumer_group(InstanceConsulStateAgent::NAME, &ctx);
     let cluster = config.cluster(home.name()).unwrap().clone();

@@ -72,6 +72,8 @@ pub struct Registry {
     counters: Arc<DashMap<(String, RegionName), Arc<Counters>>>,
     /// The projections' session, opened by the first agent that needs it.
     pub store: crate::store::SharedSession,
+    /// One producer per home cluster, shared by the agents producing there.
+    pub producers: crate::topics::clients::SharedProducers,
 }
 
 impl Registry {

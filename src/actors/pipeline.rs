@@ -236,6 +236,8 @@ pub struct AgentContext {
     pub route: Option<crate::topics::topology::PlannedRoute>,
     /// The Cassandra session shared by the process's agents (opened on first use).
     pub store: crate::store::SharedSession,
+    /// The producers shared by the process's agents, one per home cluster.
+    pub producers: crate::topics::clients::SharedProducers,
 }
 
 /// An agent: one simple action, triggered by a record from a source, that may publish results.
@@ -287,7 +289,7 @@ pub async fn run_agent<A: Agent>(
     };
     let names: Vec<&str> = topics.iter().map(TopicName::as_str).collect();
     consumer.subscribe(&names)?;
-    let producer = ctx.home.producer()?;
+    let producer = ctx.producers.get(&ctx.home)?;
     let dead_letters = TopicName::local(&catalog::DEAD_LETTERS.base());
     let counters = ctx.counters.clone();
     tracing::info!(agent = A::NAME, region = %ctx.region.name, %group, topics = ?names, "agent started");

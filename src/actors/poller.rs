@@ -103,7 +103,7 @@ pub async fn run_poller<P: Poller>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let mut poller = P::build(&ctx).await?;
-    let producer = ctx.home.producer()?;
+    let producer = ctx.producers.get(&ctx.home)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(70))
         .build()

@@ -201,6 +201,7 @@ impl RegionSupervisor {
             counters: self.registry.get(&spec.name, &self.region),
             route: spec.route.clone(),
             store: self.registry.store.clone(),
+            producers: self.registry.producers.clone(),
         };
         let work = (spec.entry.start)(agent_ctx, self.stop.subscribe());
         let state = self.state.entry(spec.name.clone()).or_default();

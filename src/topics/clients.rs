@@ -97,10 +97,61 @@ impl HomeProducer {
     }
 }
 
+/// The producers of a process, one per home cluster, shared by all its agents there. A producer
+/// is thread-safe, and each one costs librdkafka threads and broker connections, plus a polling
+/// thread (rust-rdkafka 0.39) that spins through the last millisecond of every 100 ms poll; one
+/// per agent made an idle persistence layer of 10 regions burn half a core (`dev/bench`, cost).
+/// A producer in a fatal state is replaced on the next request. Cloning shares them.
+#[derive(Clone, Default)]
+pub struct SharedProducers(Arc<dashmap::DashMap<String, HomeProducer>>);
+
+impl SharedProducers {
+    /// The shared producer of `home` (created on first use).
+    pub fn get(&self, home: &HomeCluster) -> Result<HomeProducer, KafkaError> {
+        use rdkafka::producer::Producer;
+        let key = home.identity();
+        if let Some(producer) = self.0.get(&key) {
+            if producer.inner.client().fatal_error().is_none() {
+                return Ok(producer.clone());
+            }
+        }
+        let producer = home.producer()?;
+        self.0.insert(key, producer.clone());
+        Ok(producer)
+    }
+
+    /// How many producers are open.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SharedProducers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedProducers({} open)", self.0.len())
+    }
+}
+
 impl HomeCluster {
     /// The cluster's name.
     pub fn name(&self) -> &ClusterName {
         &self.cluster.name
+    }
+
+    /// The cluster's name and its client settings: two configurations of one name (a reload)
+    /// are two clusters as far as a cached client is concerned.
+    fn identity(&self) -> String {
+        format!(
+            "{}@{}{:?}",
+            self.cluster.name,
+            self.cluster.bootstrap_servers(),
+            self.cluster.client
+        )
     }
 
     /// A producer to this cluster.
