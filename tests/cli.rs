@@ -100,11 +100,7 @@ async fn run_serves_healthz_and_exits_zero_on_sigterm() {
 
 /// The dev topology on a free API port and a fresh keyspace, migrated.
 fn migrated_dev_config() -> (tempfile::NamedTempFile, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let keyspace = common::unique("mot_cli");
     let file = common::dev_toml_with(&[
         (
@@ -187,11 +183,7 @@ async fn run_speaks_the_systemd_notify_protocol() {
 /// stop, an invalid file is refused and the running topology kept. Seen through `/metrics`.
 #[tokio::test]
 async fn sighup_reloads_the_topology_and_refuses_an_invalid_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let keyspace = common::unique("mot_hup");
     let (a, b) = (common::unique_region(), common::unique_region());
     let config_for = |regions: &[(&str, &str)]| {

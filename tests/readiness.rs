@@ -75,11 +75,7 @@ async fn readyz_of_a_regional_and_persistence_process_names_what_is_down_and_rec
     let kafka = ExtraKafka::new();
     kafka.start();
     let region = common::unique_region();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let keyspace = common::unique("mot_ready");
     let text = format!(
         "[node]\nroles = [\"regional\", \"persistence\"]\n\n[web]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n\

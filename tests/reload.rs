@@ -45,11 +45,7 @@ async fn sighup_adds_a_region_with_its_own_cluster_and_its_deployments_flow_with
     let kafka = ExtraKafka::new();
     kafka.start();
     let region = common::unique_region();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let sim = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sim_port = sim.local_addr().unwrap().port();
     let keyspace = common::unique("mot_reload");

@@ -17,11 +17,7 @@ use mot::topics::names::RegionName;
 async fn sigterm_mid_flow_then_restart_loses_no_accepted_request_and_repeats_none() {
     let id = common::unique("").replace('_', "");
     let region = format!("production-t{id}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let sim = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sim_port = sim.local_addr().unwrap().port();
     let keyspace = common::unique("mot_restart");

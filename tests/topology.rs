@@ -341,11 +341,7 @@ async fn mirrormaker2_with_generated_properties_delivers_under_the_suffixed_name
 async fn run_ensures_its_own_topics_at_start() {
     let region = unique_region();
     let file = topology_with_region(&region, "production-us-west-2", "mot");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut text = std::fs::read_to_string(file.path()).unwrap();
     text.push_str(&format!("\n[web]\nlisten = \"127.0.0.1:{port}\"\n"));
     let text = text.replace(

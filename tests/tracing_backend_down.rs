@@ -12,11 +12,7 @@ use mot::config::{LogFormat, TelemetryConfig};
 #[test]
 fn deployments_flow_while_the_trace_backend_is_down() {
     // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = common::free_port();
     let telemetry = mot::telemetry::init(&TelemetryConfig {
         otlp_endpoint: Some(format!("http://127.0.0.1:{closed}")),
         service_name: None,

@@ -93,10 +93,12 @@ async fn direct(
         }
         latencies
     });
-    let mut all: Vec<f64> = join_all(loops).await.into_iter().flatten().collect();
-    all.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| all[((all.len() as f64 - 1.0) * p).round() as usize];
-    (all.len() as f64 / seconds as f64, at(0.5), at(0.99))
+    let all: Vec<f64> = join_all(loops).await.into_iter().flatten().collect();
+    (
+        all.len() as f64 / seconds as f64,
+        crate::report::percentile(&all, 0.5),
+        crate::report::percentile(&all, 0.99),
+    )
 }
 
 pub async fn run(env: &Env, url: &str, id: Uuid, projections: &Projections) -> Section {

@@ -273,7 +273,7 @@ pub async fn run(env: &Env) -> Section {
             per(first.threads, last.threads),
             per(first.rss_mib, last.rss_mib),
             per(first.connections, last.connections),
-            per(crate::report::Figure::new("", "", first.idle_cpu.clone()).median, crate::report::Figure::new("", "", last.idle_cpu.clone()).median),
+            per(crate::report::median(&first.idle_cpu), crate::report::median(&last.idle_cpu)),
         ));
         section.ratio(
             format!("threads, {n1} regions / {n0}"),

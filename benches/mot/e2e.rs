@@ -287,11 +287,6 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
     for supervisor in supervisors {
         let _ = supervisor.send(Shutdown).await;
     }
-    let percentile = |v: &[f64], p: f64| {
-        let mut s = v.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        s[((s.len() as f64 - 1.0) * p).round() as usize]
-    };
     let one_p50 = section.figure(Figure::new(
         "one region: POST -> healthy",
         "ms",
@@ -305,12 +300,12 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
     section.figure(Figure::new(
         "one region: p99 POST -> healthy",
         "ms",
-        vec![percentile(&one, 0.99)],
+        vec![crate::report::percentile(&one, 0.99)],
     ));
     section.figure(Figure::new(
         "two regions: p99 POST -> healthy",
         "ms",
-        vec![percentile(&two, 0.99)],
+        vec![crate::report::percentile(&two, 0.99)],
     ));
     section.ratio("two regions / one region (p50)", two_p50, one_p50);
 

@@ -17,11 +17,7 @@ impl Figure {
     pub fn new(name: impl Into<String>, unit: impl Into<String>, runs: Vec<f64>) -> Self {
         let mut sorted = runs.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
-        let median = match sorted.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => sorted[n / 2],
-            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-        };
+        let median = median(&sorted);
         Self {
             name: name.into(),
             unit: unit.into(),
@@ -35,6 +31,27 @@ impl Figure {
     /// Whether it holds a measurement.
     pub fn measured(&self) -> bool {
         !self.runs.is_empty() && self.runs.iter().all(|v| v.is_finite())
+    }
+}
+
+/// The value at `p` (0.0-1.0) of `values` (nearest rank); NaN when there is none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[((n as f64 - 1.0) * p).round() as usize],
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 

@@ -119,16 +119,6 @@ impl SharedProducers {
         self.0.insert(key, producer.clone());
         Ok(producer)
     }
-
-    /// How many producers are open.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether none is open.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl std::fmt::Debug for SharedProducers {

@@ -213,6 +213,15 @@ impl Drop for ExtraKafka {
     }
 }
 
+/// A port nothing listens on now (the listener that found it is closed again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Two free consecutive ports (the broker's and its controller's).
 pub fn free_port_pair() -> u16 {
     for _ in 0..100 {
