@@ -12,7 +12,7 @@ use serde_json::json;
 
 use common::flow::start;
 use mot::actors::pipeline;
-use mot::models::deployment::{DeploymentCompleted, ZoneOutcome};
+use mot::models::deployment::{DeploymentCompleted, LaunchRequested, ZoneOutcome};
 use mot::models::envelope::Kind;
 use mot::topics::names::{RegionName, TopicName};
 
@@ -22,9 +22,15 @@ fn accepted_zones(event: &DeploymentCompleted) -> Vec<String> {
         .iter()
         .filter_map(|z| match z {
             ZoneOutcome::Accepted { zone, .. } => Some(zone.to_string()),
-            ZoneOutcome::Failed { .. } => None,
+            _ => None,
         })
         .collect()
+}
+
+/// Whether `m` is a launch event of deployment `id` (launches are keyed by app).
+fn launches(m: &rdkafka::message::BorrowedMessage<'_>, id: &str) -> bool {
+    mot::models::envelope::decode::<LaunchRequested>(m.key(), m.payload())
+        .is_ok_and(|e| e.payload.deployment_id.to_string() == id)
 }
 
 #[actix_web::test]
@@ -66,7 +72,7 @@ async fn one_post_deploys_to_two_regions_times_three_zones_with_two_complete_eve
         &hop.as_topic,
         &common::unique("flow-reader"),
         |m| {
-            if m.key() == Some(id.as_bytes()) {
+            if launches(m, &id) {
                 relayed += 1;
             }
         },
@@ -100,7 +106,7 @@ async fn a_zone_whose_scheduler_is_down_is_reported_failed_while_the_others_depl
         .zones
         .iter()
         .filter_map(|z| match z {
-            ZoneOutcome::Failed { zone, reason } => Some((zone.to_string(), reason.clone())),
+            ZoneOutcome::Failed { zone, reason, .. } => Some((zone.to_string(), reason.clone())),
             _ => None,
         })
         .collect();
@@ -130,18 +136,19 @@ async fn the_same_launch_event_delivered_twice_launches_once() {
         &launch_topic,
         &common::unique("flow-reader"),
         |m| {
-            if m.key() == Some(id.as_bytes()) {
-                original = m.payload().map(<[u8]>::to_vec);
+            if launches(m, &id) {
+                original = Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
             }
         },
     )
     .await
     .unwrap();
     let producer = central.producer().unwrap();
+    let (key, value) = original.expect("the launch event");
     let replay = pipeline::Outgoing {
         topic: launch_topic,
-        key: Some(id.clone().into_bytes()),
-        value: original,
+        key,
+        value,
         headers: vec![],
         timestamp_ms: None,
     };

@@ -1,7 +1,10 @@
 //! CompleteEventArchivalAgent (persistence layer, one per region): consumes the region's
 //! `mot-deployment-complete-events.<region>` on the central cluster and writes what each zone's
-//! scheduler did with the launch to the timeline; a zone whose scheduler refused it (or could not
-//! be reached) is also written to `deployment_zones` as failed, with the reason.
+//! scheduler did with a launch to the timeline and to `deployment_zones`: accepted (the zone is
+//! `deploying` until the region observes it), failed with the reason, or superseded by a newer
+//! deployment. Each write is timestamped with the outcome's own time (its cause's), so a
+//! replayed outcome lands on the same cells and rows, and an older outcome never overwrites what
+//! the region observed since.
 
 use scylla::statement::prepared::PreparedStatement;
 
@@ -17,7 +20,8 @@ use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Sou
 pub struct CompleteEventArchivalAgent {
     region: RegionName,
     archive: Archive,
-    failed_zone: PreparedStatement,
+    /// A zone's status and reason (counts are the observations' to write).
+    zone_status: PreparedStatement,
     event: PreparedStatement,
 }
 
@@ -32,7 +36,7 @@ impl Agent for CompleteEventArchivalAgent {
         let archive = Archive::open(ctx).await?;
         Ok(Self {
             region: ctx.region.name.clone(),
-            failed_zone: archive
+            zone_status: archive
                 .prepare(
                     "INSERT INTO {ks}.deployment_zones (deployment_id, region, zone, app, version, \
                      status, reason, event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
@@ -52,44 +56,58 @@ impl Agent for CompleteEventArchivalAgent {
             return Outcome::Skip;
         }
         let c = &done.payload;
-        let t = done.time_us;
         let mut writes = 0;
         for outcome in &c.zones {
-            let (zone, kind, detail) = match outcome {
-                ZoneOutcome::Accepted { zone, version } => (
-                    zone,
+            // Records written before outcomes carried their time: the event's.
+            let t = match outcome.time_us() {
+                0 => done.time_us,
+                t => t,
+            };
+            let (status, reason, kind, detail) = match outcome {
+                ZoneOutcome::Accepted { version, .. } => (
+                    ZoneStatus::Deploying,
+                    None,
                     "scheduler-accepted",
                     serde_json::json!({"scheduler_version": version}),
                 ),
-                ZoneOutcome::Failed { zone, reason } => {
-                    let failed = with_retries("INSERT deployment_zones", || {
-                        self.archive.session.execute_unpaged(
-                            &self.failed_zone,
-                            (
-                                c.deployment_id,
-                                c.region.as_str(),
-                                zone.as_str(),
-                                c.app.as_str(),
-                                c.version.as_str(),
-                                ZoneStatus::Failed.as_str(),
-                                reason.as_str(),
-                                timestamp(t),
-                                t,
-                            ),
-                        )
-                    })
-                    .await;
-                    if let Err(problem) = failed {
-                        return Outcome::Fail(problem);
-                    }
-                    writes += 1;
-                    (
-                        zone,
-                        "scheduler-failed",
-                        serde_json::json!({"reason": reason}),
-                    )
-                }
+                ZoneOutcome::Failed { reason, .. } => (
+                    ZoneStatus::Failed,
+                    Some(reason.clone()),
+                    "scheduler-failed",
+                    serde_json::json!({"reason": reason}),
+                ),
+                ZoneOutcome::Superseded {
+                    by, by_generation, ..
+                } => (
+                    ZoneStatus::Superseded,
+                    Some(format!(
+                        "replaced by deployment {by} (generation {by_generation})"
+                    )),
+                    "superseded",
+                    serde_json::json!({"by": by, "by_generation": by_generation}),
+                ),
             };
+            let zone = outcome.zone();
+            let written = with_retries("INSERT deployment_zones", || {
+                self.archive.session.execute_unpaged(
+                    &self.zone_status,
+                    (
+                        c.deployment_id,
+                        c.region.as_str(),
+                        zone.as_str(),
+                        c.app.as_str(),
+                        c.version.as_str(),
+                        status.as_str(),
+                        reason.as_deref(),
+                        timestamp(t),
+                        t,
+                    ),
+                )
+            })
+            .await;
+            if let Err(problem) = written {
+                return Outcome::Fail(problem);
+            }
             let detail = detail.to_string();
             let event = with_retries("INSERT deployment_events", || {
                 self.archive.session.execute_unpaged(
@@ -110,7 +128,7 @@ impl Agent for CompleteEventArchivalAgent {
             if let Err(problem) = event {
                 return Outcome::Fail(problem);
             }
-            writes += 1;
+            writes += 2;
         }
         stored(Ok(writes))
     }

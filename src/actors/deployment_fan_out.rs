@@ -6,8 +6,10 @@
 //! API's answer then rests on one record's acknowledgement, so a request is accepted whole or not
 //! at all; and once accepted, this agent (at least once, offsets stored after every launch event
 //! is acknowledged) makes sure every region gets its event, even across crashes. A replayed
-//! request yields the same launch events again, keyed by the deployment id; the regions handle
-//! a launch idempotently.
+//! request yields the same launch events again (the same ids, derived from the request's), keyed
+//! by the app, so all of an app's launches for a region are in one partition, in the order the
+//! service layer accepted them; each carries the deployment's generation, by which the regions
+//! tell a newer deployment from a replayed older one.
 
 use crate::models::deployment::{DeploymentRequested, LaunchRequested};
 use crate::models::envelope::{Envelope, Kind};
@@ -34,16 +36,18 @@ pub fn launch_events(
         .map(|target| {
             let launch = LaunchRequested {
                 deployment_id: request.payload.id,
+                generation: request.payload.generation,
                 region: target.region.clone(),
                 zones: target.zones.clone(),
                 spec: request.payload.spec.clone(),
             };
             let json = serde_json::to_vec(&launch).map_err(|e| e.to_string())?;
-            let head = Envelope::new(
+            let head = Envelope::derived(
                 Kind::Requested,
-                request.payload.id.to_string(),
+                request.payload.spec.app.as_str(),
                 request.origin.clone(),
                 request.time_us,
+                &format!("{}/{}", request.id, target.region),
                 (),
             );
             Outgoing::envelope(

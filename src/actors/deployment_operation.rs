@@ -3,24 +3,38 @@
 //! topology plans), puts the app to each target zone's scheduler, and publishes what each zone
 //! did to `mot-deployment-complete-events` on its home cluster.
 //!
-//! A re-delivered launch changes nothing twice: the app carries its deployment id as a label,
-//! and a zone whose app already has it is reported accepted without a second PUT. A transient
-//! scheduler error is retried with capped backoff; a zone that stays down is reported failed
-//! while the other zones proceed.
+//! It keeps, per app and zone, what it applied there (`mot-desired-state`, compacted, rebuilt at
+//! start; see [`crate::models::desired`]) and follows its rules:
+//!
+//! - **newer wins**: a launch whose generation is older than one applied in the zone is reported
+//!   `superseded` and the scheduler is not called; so is one whose scheduler app already carries a
+//!   newer generation (labels `mot-deployment-id`, `mot-generation`);
+//! - **replays change nothing**: a launch already decided reports what it reported the first
+//!   time, at the same time (from its history, or from the app's `mot-accepted-at-us` label when
+//!   the agent stopped between the scheduler's answer and its own record), and calls nothing;
+//! - **every deployment ends**: when a launch replaces an earlier deployment in a zone, the
+//!   earlier one is reported superseded there, so it never waits forever for an observation.
+//!
+//! A transient scheduler error is retried with capped backoff; a zone that stays down is reported
+//! failed (at the launch's time) while the other zones proceed.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
+use uuid::Uuid;
 
 use crate::config::ZoneConfig;
 use crate::models::deployment::{DeploymentCompleted, LaunchRequested, ZoneOutcome};
+use crate::models::desired::{self, Applied, Decision, ZoneDesired};
 use crate::models::envelope::{now_us, Envelope, Kind};
 use crate::platform::marathon::{
     self, App, Container, Docker, MarathonClient, MarathonHealthCheck, PortDefinition,
 };
 use crate::topics::catalog;
-use crate::topics::names::{RegionName, TopicName};
+use crate::topics::names::{RegionName, TopicName, ZoneName};
 
+use super::cache::LastRecordCache;
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source};
 
 /// Attempts per zone before it is reported failed.
@@ -34,12 +48,36 @@ pub const LABEL_TRACEPARENT: &str = "mot-traceparent";
 /// Label with the app version a deployment asked for.
 pub const LABEL_APP_VERSION: &str = "mot-app-version";
 
+/// Label with the generation of the deployment that launched the app.
+pub const LABEL_GENERATION: &str = "mot-generation";
+
+/// Label with the time the scheduler was asked to run this deployment (microseconds): what a
+/// replay reports as the acceptance time.
+pub const LABEL_ACCEPTED_AT: &str = "mot-accepted-at-us";
+
 /// The agent.
 pub struct DeploymentOperationAgent {
     region: RegionName,
     zones: Vec<ZoneConfig>,
     http: reqwest::Client,
     output: TopicName,
+    /// `mot-desired-state`: where what was applied is kept.
+    desired_topic: TopicName,
+    /// What was applied per app and zone (JSON [`ZoneDesired`]), grouped by `<region>/<app>`.
+    desired: LastRecordCache,
+}
+
+/// What one zone made of a launch.
+struct ZoneResult {
+    outcome: ZoneOutcome,
+    /// The zone's new desired state, when the scheduler accepted the launch now.
+    desired: Option<ZoneDesired>,
+    /// The deployment the launch replaced in the zone.
+    replaced: Option<Applied>,
+}
+
+fn desired_group(desired: &ZoneDesired) -> String {
+    format!("{}/{}", desired.region, desired.app)
 }
 
 /// The Marathon app definition of a launch.
@@ -51,6 +89,7 @@ pub fn marathon_app(launch: &LaunchRequested) -> App {
         launch.deployment_id.to_string(),
     );
     labels.insert(LABEL_APP_VERSION.to_owned(), spec.version.clone());
+    labels.insert(LABEL_GENERATION.to_owned(), launch.generation.to_string());
     App {
         id: format!("/{}", spec.app),
         instances: spec.instances_per_zone,
@@ -86,32 +125,138 @@ pub fn marathon_app(launch: &LaunchRequested) -> App {
 }
 
 impl DeploymentOperationAgent {
-    async fn launch_in_zone(&self, zone: &ZoneConfig, app: &App, deployment: &str) -> ZoneOutcome {
+    /// What was applied to `app` in `zone`, if anything.
+    fn desired_in(&self, zone: &ZoneName, launch: &LaunchRequested) -> Option<ZoneDesired> {
+        let key = desired::key(&self.region, zone, &launch.spec.app);
+        let json = self.desired.last(&key)?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// Decides, and if need be applies, a launch in one zone.
+    async fn in_zone(
+        &self,
+        zone: &ZoneName,
+        launch: &Envelope<LaunchRequested>,
+        app: &App,
+    ) -> ZoneResult {
+        let request = &launch.payload;
+        let before = self.desired_in(zone, request);
+        let outcome = match desired::decide(before.as_ref(), zone, request) {
+            Decision::Report(outcome) => outcome,
+            Decision::Apply => match self.zones.iter().find(|z| &z.name == zone) {
+                Some(config) => self.apply(config, app, launch).await,
+                None => ZoneOutcome::Failed {
+                    zone: zone.clone(),
+                    reason: format!("{} has no zone {zone}", self.region),
+                    time_us: launch.time_us,
+                },
+            },
+        };
+        let ZoneOutcome::Accepted {
+            version, time_us, ..
+        } = &outcome
+        else {
+            return ZoneResult {
+                outcome,
+                desired: None,
+                replaced: None,
+            };
+        };
+        let replay = before.as_ref().filter(|b| {
+            b.newest()
+                .is_some_and(|n| n.deployment_id == request.deployment_id)
+        });
+        let desired = match replay {
+            // What the history already holds: nothing new to record.
+            Some(_) => None,
+            None => Some(ZoneDesired::applied(
+                before.as_ref(),
+                &self.region,
+                zone,
+                request,
+                Applied {
+                    deployment_id: request.deployment_id,
+                    generation: request.generation,
+                    accepted_at_us: *time_us,
+                    scheduler_version: version.clone(),
+                    app_version: request.spec.version.clone(),
+                },
+            )),
+        };
+        // The deployment this one replaced is reported superseded, again on a replay: the first
+        // report may not have reached Kafka before the agent stopped.
+        let replaced = replay
+            .or(desired.as_ref())
+            .and_then(|d| d.predecessor(request.deployment_id))
+            .cloned();
+        ZoneResult {
+            outcome,
+            desired,
+            replaced,
+        }
+    }
+
+    /// Puts the app on one zone's scheduler, unless the scheduler already runs this deployment
+    /// (a replay after a stop between the scheduler's answer and the agent's record) or a newer
+    /// one (put there by a launch the agent's history no longer holds).
+    async fn apply(
+        &self,
+        zone: &ZoneConfig,
+        app: &App,
+        launch: &Envelope<LaunchRequested>,
+    ) -> ZoneOutcome {
+        let request = &launch.payload;
         let client = MarathonClient::new(&zone.marathon, self.http.clone());
+        let deployment = request.deployment_id.to_string();
         let mut pause = FIRST_RETRY;
         let mut last_error = String::new();
         for attempt in 1..=ATTEMPTS {
             let result = async {
                 if let Some(existing) = client.app(&app.id).await? {
-                    if existing
-                        .labels
-                        .get(marathon::LABEL_DEPLOYMENT_ID)
-                        .map(String::as_str)
-                        == Some(deployment)
-                    {
-                        return Ok(existing.version.unwrap_or_default());
+                    let label = |name: &str| existing.labels.get(name).map(String::as_str);
+                    let accepted_at = label(LABEL_ACCEPTED_AT)
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(launch.time_us);
+                    if label(marathon::LABEL_DEPLOYMENT_ID) == Some(deployment.as_str()) {
+                        return Ok(ZoneOutcome::Accepted {
+                            zone: zone.name.clone(),
+                            version: existing.version.clone().unwrap_or_default(),
+                            time_us: accepted_at,
+                        });
+                    }
+                    let newer = label(LABEL_GENERATION)
+                        .and_then(|g| g.parse::<u64>().ok())
+                        .filter(|g| *g > request.generation);
+                    let by =
+                        label(marathon::LABEL_DEPLOYMENT_ID).and_then(|d| Uuid::parse_str(d).ok());
+                    if let (Some(by_generation), Some(by)) = (newer, by) {
+                        return Ok(ZoneOutcome::Superseded {
+                            zone: zone.name.clone(),
+                            by,
+                            by_generation,
+                            time_us: accepted_at,
+                        });
                     }
                 }
-                client.put_app(app).await.map(|accepted| accepted.version)
+                let accepted_at = now_us();
+                let mut app = app.clone();
+                app.labels
+                    .insert(LABEL_ACCEPTED_AT.to_owned(), accepted_at.to_string());
+                client
+                    .put_app(&app)
+                    .await
+                    .map(|accepted| ZoneOutcome::Accepted {
+                        zone: zone.name.clone(),
+                        version: accepted.version,
+                        time_us: accepted_at,
+                    })
             }
             .await;
             match result {
-                Ok(version) => {
-                    tracing::info!(region = %self.region, zone = %zone.name, %deployment, app = %app.id, "scheduler accepted the app");
-                    return ZoneOutcome::Accepted {
-                        zone: zone.name.clone(),
-                        version,
-                    };
+                Ok(outcome) => {
+                    tracing::info!(region = %self.region, zone = %zone.name, %deployment, app = %app.id,
+                        generation = request.generation, ?outcome, "scheduler accepted the app");
+                    return outcome;
                 }
                 Err(e) => {
                     last_error = e.message.clone();
@@ -127,15 +272,18 @@ impl DeploymentOperationAgent {
         ZoneOutcome::Failed {
             zone: zone.name.clone(),
             reason: last_error,
+            time_us: launch.time_us,
         }
     }
 
-    /// Launches in every target zone at once; returns the complete event.
+    /// Launches in every target zone at once; returns the records to publish: the launch's
+    /// complete event, the supersession of each deployment it replaced, and the zones' new
+    /// desired state.
     async fn launch(
         &self,
         launch: &Envelope<LaunchRequested>,
         cause: &Incoming,
-    ) -> Result<Outgoing, String> {
+    ) -> Result<Vec<Outgoing>, String> {
         let request = &launch.payload;
         let mut app = marathon_app(request);
         // The app remembers the trace that launched it: state changes it causes later link to it.
@@ -147,31 +295,102 @@ impl DeploymentOperationAgent {
                 String::from_utf8_lossy(&traceparent).into_owned(),
             );
         }
-        let deployment = request.deployment_id.to_string();
-        let (app, deployment) = (&app, &deployment);
-        let zones = request.zones.iter().map(|name| async move {
-            match self.zones.iter().find(|z| &z.name == name) {
-                Some(zone) => self.launch_in_zone(zone, app, deployment).await,
-                None => ZoneOutcome::Failed {
-                    zone: name.clone(),
-                    reason: format!("{} has no zone {name}", self.region),
-                },
+        let app = &app;
+        let results = join_all(
+            request
+                .zones
+                .iter()
+                .map(|zone| self.in_zone(zone, launch, app)),
+        )
+        .await;
+
+        let cause_id = launch.id.to_string();
+        let mut out = Vec::new();
+        let mut replaced: BTreeMap<Uuid, (Applied, Vec<ZoneOutcome>)> = BTreeMap::new();
+        let mut outcomes = Vec::new();
+        for result in results {
+            if let Some(desired) = &result.desired {
+                let json = serde_json::to_vec(desired).map_err(|e| e.to_string())?;
+                self.desired
+                    .remember(&desired_group(desired), &desired.key(), &json);
+                let head = Envelope::derived(
+                    Kind::Updated,
+                    desired.key(),
+                    self.region.clone(),
+                    result.outcome.time_us(),
+                    &cause_id,
+                    (),
+                );
+                out.push(
+                    Outgoing::envelope(
+                        self.desired_topic.clone(),
+                        "ZoneDesired",
+                        head,
+                        &json,
+                        cause,
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
             }
-        });
-        let outcomes = join_all(zones).await;
+            if let Some(previous) = result.replaced {
+                replaced
+                    .entry(previous.deployment_id)
+                    .or_insert_with(|| (previous, Vec::new()))
+                    .1
+                    .push(ZoneOutcome::Superseded {
+                        zone: result.outcome.zone().clone(),
+                        by: request.deployment_id,
+                        by_generation: request.generation,
+                        time_us: result.outcome.time_us(),
+                    });
+            }
+            outcomes.push(result.outcome);
+        }
         let completed = DeploymentCompleted {
             deployment_id: request.deployment_id,
+            generation: request.generation,
             region: self.region.clone(),
             app: request.spec.app.clone(),
             version: request.spec.version.clone(),
             zones: outcomes,
         };
-        let json = serde_json::to_vec(&completed).map_err(|e| e.to_string())?;
-        let head = Envelope::new(
+        out.insert(
+            0,
+            self.complete_event(&completed, launch.time_us, &cause_id, cause)?,
+        );
+        for (previous, zones) in replaced.into_values() {
+            let time_us = zones
+                .iter()
+                .map(ZoneOutcome::time_us)
+                .max()
+                .unwrap_or(launch.time_us);
+            let superseded = DeploymentCompleted {
+                deployment_id: previous.deployment_id,
+                generation: previous.generation,
+                region: self.region.clone(),
+                app: request.spec.app.clone(),
+                version: previous.app_version,
+                zones,
+            };
+            out.push(self.complete_event(&superseded, time_us, &cause_id, cause)?);
+        }
+        Ok(out)
+    }
+
+    fn complete_event(
+        &self,
+        completed: &DeploymentCompleted,
+        time_us: i64,
+        cause_id: &str,
+        cause: &Incoming,
+    ) -> Result<Outgoing, String> {
+        let json = serde_json::to_vec(completed).map_err(|e| e.to_string())?;
+        let head = Envelope::derived(
             Kind::Completed,
-            deployment.clone(),
+            completed.deployment_id.to_string(),
             self.region.clone(),
-            now_us(),
+            time_us,
+            cause_id,
             (),
         );
         Outgoing::envelope(
@@ -197,11 +416,16 @@ impl Agent for DeploymentOperationAgent {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| PipelineError::Other(format!("http client: {e}")))?;
+        let desired_topic = TopicName::local(&catalog::DESIRED_STATE.base());
+        let desired =
+            LastRecordCache::rebuild(Self::NAME, ctx, &desired_topic, desired_group).await?;
         Ok(Self {
             region: ctx.region.name.clone(),
             zones: ctx.region.zones.clone(),
             http,
             output: TopicName::local(&catalog::DEPLOYMENT_COMPLETE_EVENTS.base()),
+            desired_topic,
+            desired,
         })
     }
 
@@ -217,7 +441,7 @@ impl Agent for DeploymentOperationAgent {
             ));
         }
         match self.launch(&launch, incoming).await {
-            Ok(complete) => Outcome::Publish(vec![complete]),
+            Ok(records) => Outcome::Publish(records),
             Err(reason) => Outcome::Reject(reason),
         }
     }

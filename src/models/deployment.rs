@@ -57,15 +57,23 @@ pub struct Target {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequested {
     pub id: Uuid,
+    /// Where this deployment stands in its app's history: given out by the service layer when it
+    /// accepts the request, greater than every earlier deployment of the app. Newer wins.
+    #[serde(default)]
+    pub generation: u64,
     pub spec: DeploymentSpec,
     pub targets: Vec<Target>,
 }
 
-/// What one region is asked to do (on `mot-deployment-launch-events-<env>-<region>`, key: id).
+/// What one region is asked to do (on `mot-deployment-launch-events-<env>-<region>`, key: the
+/// app, so that all of an app's launches are in one partition, in the order they were accepted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequested {
     pub deployment_id: Uuid,
+    /// The deployment's generation (see [`DeploymentRequested::generation`]).
+    #[serde(default)]
+    pub generation: u64,
     pub region: RegionName,
     pub zones: Vec<ZoneName>,
     pub spec: DeploymentSpec,
@@ -89,7 +97,10 @@ impl Validate for LaunchRequested {
     }
 }
 
-/// How one zone's scheduler took a launch.
+/// How one zone's scheduler took a launch. Each outcome carries the time it happened, taken from
+/// its cause (the scheduler's first acceptance, the launch request, the deployment that replaced
+/// it), never from the clock of whoever reports it again: a replayed launch reports the same
+/// outcome at the same time, so it lands on the same rows downstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ZoneOutcome {
@@ -98,17 +109,60 @@ pub enum ZoneOutcome {
         zone: ZoneName,
         /// The app's version on the scheduler.
         version: String,
+        /// When the scheduler first accepted it, microseconds since the epoch.
+        #[serde(default)]
+        time_us: i64,
     },
     /// The scheduler refused it or could not be reached.
-    Failed { zone: ZoneName, reason: String },
+    Failed {
+        zone: ZoneName,
+        reason: String,
+        /// The launch request's time.
+        #[serde(default)]
+        time_us: i64,
+    },
+    /// A newer deployment of the app replaced this one in the zone (or was there first, for a
+    /// late or replayed launch): the scheduler was not called.
+    Superseded {
+        zone: ZoneName,
+        /// The deployment that replaced it.
+        by: Uuid,
+        /// Its generation.
+        by_generation: u64,
+        /// When the scheduler accepted the replacing deployment.
+        time_us: i64,
+    },
 }
 
-/// What a region's DeploymentOperationAgent did with a launch (on
-/// `mot-deployment-complete-events`, key: deployment id).
+impl ZoneOutcome {
+    /// The zone it happened in.
+    pub fn zone(&self) -> &ZoneName {
+        match self {
+            ZoneOutcome::Accepted { zone, .. }
+            | ZoneOutcome::Failed { zone, .. }
+            | ZoneOutcome::Superseded { zone, .. } => zone,
+        }
+    }
+
+    /// When it happened (0 in records written before outcomes carried their time).
+    pub fn time_us(&self) -> i64 {
+        match self {
+            ZoneOutcome::Accepted { time_us, .. }
+            | ZoneOutcome::Failed { time_us, .. }
+            | ZoneOutcome::Superseded { time_us, .. } => *time_us,
+        }
+    }
+}
+
+/// What a region's DeploymentOperationAgent did with a launch, or what became of an earlier
+/// deployment when a later one replaced it (on `mot-deployment-complete-events`, key: deployment
+/// id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentCompleted {
     pub deployment_id: Uuid,
+    #[serde(default)]
+    pub generation: u64,
     pub region: RegionName,
     pub app: AppName,
     pub version: String,
@@ -118,7 +172,7 @@ pub struct DeploymentCompleted {
 impl Validate for DeploymentCompleted {}
 
 /// A request to turn traffic on or off for a deployment's instances in one region (on
-/// `mot-traffic-events-<env>-<region>`, key: deployment id).
+/// `mot-traffic-events-<env>-<region>`, key: the app, like its launches).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficRequested {

@@ -98,6 +98,40 @@ impl<T> Envelope<T> {
 }
 
 impl<T> Envelope<T> {
+    /// An event derived from a cause: its id is a digest of its key, kind, time and `cause` (e.g.
+    /// the id of the record that caused it), so the same cause derives the same event again,
+    /// with the same identity, however often it is replayed.
+    pub fn derived(
+        kind: Kind,
+        key: impl Into<String>,
+        origin: RegionName,
+        time_us: i64,
+        cause: &str,
+        payload: T,
+    ) -> Self {
+        use sha2::{Digest, Sha256};
+        let key = key.into();
+        let digest = Sha256::new()
+            .chain_update(key.as_bytes())
+            .chain_update([0])
+            .chain_update(kind.as_str())
+            .chain_update([0])
+            .chain_update(time_us.to_be_bytes())
+            .chain_update(cause.as_bytes())
+            .finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self {
+            v: VERSION,
+            id: uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            kind,
+            key,
+            origin,
+            time_us,
+            payload,
+        }
+    }
+
     /// The same event with another payload (a parsed or a raw one).
     pub fn with_payload<U>(self, payload: U) -> Envelope<U> {
         Envelope {
@@ -214,6 +248,16 @@ mod tests {
             Thing { n },
         );
         serde_json::to_vec(&env).unwrap()
+    }
+
+    #[test]
+    fn a_derived_event_has_the_same_identity_every_time() {
+        let region = RegionName::parse("test-us-east-1").unwrap();
+        let a = Envelope::derived(Kind::Completed, "k", region.clone(), 7, "cause", ());
+        let b = Envelope::derived(Kind::Completed, "k", region.clone(), 7, "cause", ());
+        let c = Envelope::derived(Kind::Completed, "k", region, 8, "cause", ());
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod consul;
 pub mod deployment;
+pub mod desired;
 pub mod envelope;
 pub mod instance;
 pub mod state;

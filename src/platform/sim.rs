@@ -36,6 +36,9 @@ struct ZoneState {
     changes: u64,
     /// PUTs received.
     puts: u64,
+    /// PUTs that changed an app, by the deployment id it carried (`mot-deployment-id`): how
+    /// often each deployment was launched in the zone.
+    puts_by_deployment: BTreeMap<String, u64>,
     failing_health: BTreeSet<String>,
     /// Consul's index: bumps on every change, including a task's checks starting to pass.
     index: u64,
@@ -169,6 +172,9 @@ impl Platform {
             }
             z.changes += 1;
             z.index += 1;
+            if let Some(deployment) = app.labels.get(super::marathon::LABEL_DEPLOYMENT_ID) {
+                *z.puts_by_deployment.entry(deployment.clone()).or_default() += 1;
+            }
             let version = format!("2026-01-01T00:00:{:02}.{:03}Z", z.changes % 60, z.changes);
             let created = !z.apps.contains_key(&id);
             let tasks = (0..app.instances)
@@ -594,7 +600,7 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
 async fn stats(p: P, path: web::Path<String>) -> HttpResponse {
     let zone = path.into_inner();
     p.with_zone(&zone, |z| {
-        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "apps": z.apps.len(), "consul_reads": z.consul_reads, "consul_index": z.index}))
+        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "puts_by_deployment": z.puts_by_deployment, "apps": z.apps.len(), "consul_reads": z.consul_reads, "consul_index": z.index}))
     })
     .unwrap_or_else(|| no_zone(&zone))
 }

@@ -66,6 +66,8 @@ pub struct DeploymentRow {
     pub targets: Vec<String>,
     pub created_ms: i64,
     pub trace_id: Option<String>,
+    /// Its place in its app's history (absent for deployments accepted before generations).
+    pub generation: Option<i64>,
 }
 
 /// An app's configuration.
@@ -101,7 +103,7 @@ impl Projections {
         };
         Ok(Self {
             deployment: p(format!(
-                "SELECT id, app, version, request, targets, created_at, trace_id FROM {ks}.deployments WHERE id = ?"
+                "SELECT id, app, version, request, targets, created_at, trace_id, generation FROM {ks}.deployments WHERE id = ?"
             ))
             .await?,
             zones: p(format!(
@@ -180,6 +182,7 @@ impl Projections {
             Option<Vec<String>>,
             CqlTimestamp,
             Option<String>,
+            Option<i64>,
         );
         let row = self
             .session
@@ -188,7 +191,7 @@ impl Projections {
             .into_rows_result()?
             .maybe_first_row::<Row>()?;
         Ok(row.map(
-            |(id, app, version, request, targets, created, trace_id)| DeploymentRow {
+            |(id, app, version, request, targets, created, trace_id, generation)| DeploymentRow {
                 id,
                 app,
                 version,
@@ -196,6 +199,7 @@ impl Projections {
                 targets: targets.unwrap_or_default(),
                 created_ms: created.0,
                 trace_id,
+                generation,
             },
         ))
     }

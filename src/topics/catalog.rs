@@ -103,6 +103,9 @@ pub const MARATHON_APP_STATE: TopicSpec =
     spec("mot-marathon-app-state", Flow::Local, Cleanup::Compact);
 /// Raw Mesos task state, from the Mesos poller.
 pub const MESOS_TASK_STATE: TopicSpec = spec("mot-mesos-task-state", Flow::Local, Cleanup::Compact);
+/// What the region keeps each zone's apps at: the newest deployment applied per app and zone,
+/// and the history before it, written by the DeploymentOperationAgent and rebuilt by it at start.
+pub const DESIRED_STATE: TopicSpec = spec("mot-desired-state", Flow::Local, Cleanup::Compact);
 /// Records an agent could not process, with the reason; one per cluster.
 pub const DEAD_LETTERS: TopicSpec = spec("mot-dead-letters", Flow::Local, Cleanup::Delete);
 
@@ -117,6 +120,7 @@ pub const ALL: &[TopicSpec] = &[
     CONSUL_APP_STATE,
     MARATHON_APP_STATE,
     MESOS_TASK_STATE,
+    DESIRED_STATE,
     DEAD_LETTERS,
 ];
 

@@ -127,6 +127,7 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
         "id": row.id,
         "app": row.app,
         "version": row.version,
+        "generation": row.generation,
         "status": if zones.is_empty() { "requested" } else { aggregate(region_statuses) },
         "targets": row.targets,
         "created_at_ms": row.created_ms,

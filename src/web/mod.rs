@@ -53,6 +53,9 @@ struct Statements {
     claim_key: PreparedStatement,
     select_key: PreparedStatement,
     mark_key_logged: PreparedStatement,
+    select_generation: PreparedStatement,
+    first_generation: PreparedStatement,
+    next_generation: PreparedStatement,
 }
 
 /// What an Idempotency-Key stands for.
@@ -61,7 +64,12 @@ pub(crate) struct Claim {
     pub id: Uuid,
     /// Whether its request is already on the request log.
     pub logged: bool,
+    /// The generation it was given.
+    pub generation: u64,
 }
+
+/// Attempts at taking the next generation of an app while other requests take them too.
+const GENERATION_ATTEMPTS: u32 = 32;
 
 /// How long the API waits for Kafka to acknowledge a request before answering 503.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,8 +91,8 @@ impl AppState {
         };
         let statements = Statements {
             insert_deployment: prepare(format!(
-                "INSERT INTO {ks}.deployments (id, app, version, request, status, targets, created_at, updated_at, trace_id) \
-                 VALUES (?, ?, ?, ?, 'requested', ?, ?, ?, ?) USING TIMESTAMP ?"
+                "INSERT INTO {ks}.deployments (id, app, version, request, status, targets, created_at, updated_at, trace_id, generation) \
+                 VALUES (?, ?, ?, ?, 'requested', ?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             insert_by_app: prepare(format!(
@@ -93,12 +101,24 @@ impl AppState {
             ))
             .await?,
             claim_key: prepare(format!(
-                "INSERT INTO {ks}.idempotency_keys (key, deployment_id, request_hash, created_at) \
-                 VALUES (?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
+                "INSERT INTO {ks}.idempotency_keys (key, deployment_id, request_hash, generation, created_at) \
+                 VALUES (?, ?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
             ))
             .await?,
             select_key: prepare(format!(
-                "SELECT deployment_id, request_hash, logged FROM {ks}.idempotency_keys WHERE key = ?"
+                "SELECT deployment_id, request_hash, logged, generation FROM {ks}.idempotency_keys WHERE key = ?"
+            ))
+            .await?,
+            select_generation: prepare(format!(
+                "SELECT generation FROM {ks}.app_generations WHERE app = ?"
+            ))
+            .await?,
+            first_generation: prepare(format!(
+                "INSERT INTO {ks}.app_generations (app, generation) VALUES (?, 1) IF NOT EXISTS"
+            ))
+            .await?,
+            next_generation: prepare(format!(
+                "UPDATE {ks}.app_generations SET generation = ? WHERE app = ? IF generation = ?"
             ))
             .await?,
             mark_key_logged: prepare(format!(
@@ -134,13 +154,80 @@ impl AppState {
         *self.topology.write().unwrap_or_else(|p| p.into_inner()) = topology;
     }
 
-    /// The deployment id `key` stands for: a new one when the key is new, the first one when the
-    /// same request is retried; 422 when the key was used for another request.
-    async fn claim_idempotency_key(&self, key: &str, hash: &str) -> Result<Claim, ApiError> {
+    /// The next generation of `app`: one more than any given out before, by any instance of the
+    /// API (a compare-and-set on `app_generations`, retried while others win the race).
+    async fn next_generation(&self, app: &str) -> Result<u64, ApiError> {
+        let failed = |e: &dyn std::fmt::Display| ApiError::internal("taking a generation", e);
+        let mut current: Option<i64> = self
+            .session
+            .execute_unpaged(&self.statements.select_generation, (app,))
+            .await
+            .map_err(|e| failed(&e))?
+            .into_rows_result()
+            .map_err(|e| failed(&e))?
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(|e| failed(&e))?
+            .and_then(|(g,)| g);
+        for _ in 0..GENERATION_ATTEMPTS {
+            let (result, next) = match current {
+                None => (
+                    self.session
+                        .execute_unpaged(&self.statements.first_generation, (app,))
+                        .await,
+                    1,
+                ),
+                Some(g) => (
+                    self.session
+                        .execute_unpaged(&self.statements.next_generation, (g + 1, app, g))
+                        .await,
+                    g + 1,
+                ),
+            };
+            let row = result
+                .map_err(|e| failed(&e))?
+                .into_rows_result()
+                .map_err(|e| failed(&e))?
+                .maybe_first_row::<scylla::value::Row>()
+                .map_err(|e| failed(&e))?;
+            let columns = row.map(|r| r.columns).unwrap_or_default();
+            let applied = columns
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|v| v.as_boolean())
+                .unwrap_or(false);
+            if applied {
+                return Ok(next as u64);
+            }
+            // Not applied: the row shows the generation someone else took.
+            current = columns.iter().skip(1).flatten().find_map(|v| v.as_bigint());
+        }
+        Err(ApiError::unavailable(
+            "too many deployments of this app at once; retry",
+            1,
+        ))
+    }
+
+    /// The deployment id and generation `key` stands for: new ones when the key is new, the
+    /// first ones when the same request is retried; 422 when the key was used for another
+    /// request.
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        hash: &str,
+        app: &str,
+    ) -> Result<Claim, ApiError> {
+        if let Some(claim) = self.existing_claim(key, hash).await? {
+            return Ok(claim);
+        }
         let fresh = Uuid::new_v4();
+        let generation = self.next_generation(app).await?;
         let claimed = self
             .session
-            .execute_unpaged(&self.statements.claim_key, (key, fresh, hash))
+            .execute_unpaged(
+                &self.statements.claim_key,
+                (key, fresh, hash, generation as i64),
+            )
             .await
             .map_err(|e| ApiError::internal("claiming an idempotency key", &e))?;
         let applied = claimed
@@ -154,8 +241,21 @@ impl AppState {
             return Ok(Claim {
                 id: fresh,
                 logged: false,
+                generation,
             });
         }
+        // Another retry of the same key claimed it first.
+        match self.existing_claim(key, hash).await? {
+            Some(claim) => Ok(claim),
+            None => Err(ApiError::internal(
+                "idempotency key vanished",
+                &"no row after a failed claim",
+            )),
+        }
+    }
+
+    /// What `key` already stands for, if it was claimed.
+    async fn existing_claim(&self, key: &str, hash: &str) -> Result<Option<Claim>, ApiError> {
         let existing = self
             .session
             .execute_unpaged(&self.statements.select_key, (key,))
@@ -163,21 +263,19 @@ impl AppState {
             .map_err(|e| ApiError::internal("reading an idempotency key", &e))?
             .into_rows_result()
             .map_err(|e| ApiError::internal("reading an idempotency key", &e))?
-            .maybe_first_row::<(Uuid, String, Option<bool>)>()
+            .maybe_first_row::<(Uuid, String, Option<bool>, Option<i64>)>()
             .map_err(|e| ApiError::internal("reading an idempotency key", &e))?;
         match existing {
-            Some((id, stored, logged)) if stored == hash => Ok(Claim {
+            None => Ok(None),
+            Some((id, stored, logged, generation)) if stored == hash => Ok(Some(Claim {
                 id,
                 logged: logged.unwrap_or(false),
-            }),
+                generation: generation.unwrap_or(0) as u64,
+            })),
             Some(_) => Err(ApiError::new(
                 actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request",
-            )),
-            None => Err(ApiError::internal(
-                "idempotency key vanished",
-                &"no row after a failed claim",
             )),
         }
     }
@@ -266,6 +364,7 @@ impl AppState {
                     created,
                     created,
                     Self::trace_id(),
+                    request.generation as i64,
                     envelope.time_us,
                 ),
             )

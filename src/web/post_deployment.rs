@@ -76,6 +76,8 @@ struct TargetBody {
 pub struct Accepted {
     pub id: Uuid,
     pub status: String,
+    /// The deployment's place in its app's history: greater than every earlier deployment's.
+    pub generation: u64,
     pub targets: Vec<Target>,
     /// The trace of this request (32 hex digits): find it in the trace backend.
     pub trace_id: String,
@@ -101,19 +103,29 @@ async fn accept(
     let (spec, targets) = validate(body, &state)?;
     let idempotency_key = idempotency_key(&request)?;
 
-    let (id, already_logged) = match &idempotency_key {
-        None => (Uuid::new_v4(), false),
+    let (id, already_logged, generation) = match &idempotency_key {
+        None => (
+            Uuid::new_v4(),
+            false,
+            state.next_generation(spec.app.as_str()).await?,
+        ),
         Some(key) => {
             let claim = state
-                .claim_idempotency_key(key, &request_hash(&spec, &targets))
+                .claim_idempotency_key(key, &request_hash(&spec, &targets), spec.app.as_str())
                 .await?;
-            (claim.id, claim.logged)
+            (claim.id, claim.logged, claim.generation)
         }
     };
-    let requested = DeploymentRequested { id, spec, targets };
+    let requested = DeploymentRequested {
+        id,
+        generation,
+        spec,
+        targets,
+    };
+    // Keyed by the app: the fan-out reads an app's requests in the order they were logged.
     let envelope = Envelope::new(
         Kind::Requested,
-        id.to_string(),
+        requested.spec.app.to_string(),
         state.topology().config().topology.central.clone(),
         now_us(),
         requested,
@@ -128,13 +140,14 @@ async fn accept(
             tracing::warn!(deployment = %id, error = %e, "request accepted but its shell was not written");
         }
     }
-    tracing::info!(deployment = %id, app = %envelope.payload.spec.app.as_str(), regions = envelope.payload.targets.len(),
+    tracing::info!(deployment = %id, app = %envelope.payload.spec.app.as_str(), generation, regions = envelope.payload.targets.len(),
         replayed = already_logged, "deployment accepted");
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/deployments/{id}")))
         .json(Accepted {
             id,
             status: "requested".into(),
+            generation,
             targets: envelope.payload.targets,
             trace_id: AppState::trace_id(),
         }))

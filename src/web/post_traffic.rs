@@ -97,9 +97,11 @@ async fn switch(
     };
     let now = now_us();
     for region in &regions {
+        // Keyed by the app, like its launches: one partition holds an app's launches and traffic
+        // switches for a region, in the order they were accepted.
         let envelope = Envelope::new(
             Kind::Requested,
-            id.to_string(),
+            requested.spec.app.as_str(),
             state.topology().config().topology.central.clone(),
             now,
             TrafficRequested {

@@ -471,12 +471,16 @@ impl Topology {
             };
             push(
                 "DeploymentOperationAgent",
-                vec![central_read(&catalog::DEPLOYMENT_LAUNCH_EVENTS)],
+                vec![
+                    central_read(&catalog::DEPLOYMENT_LAUNCH_EVENTS),
+                    local(home, &catalog::DESIRED_STATE),
+                ],
                 vec![
                     Endpoint::Platform {
                         api: "scheduler (Marathon), per zone".into(),
                     },
                     local(home, &catalog::DEPLOYMENT_COMPLETE_EVENTS),
+                    local(home, &catalog::DESIRED_STATE),
                 ],
             );
             push(

@@ -168,10 +168,14 @@ fn test_region_launch_topic_is_produced_centrally_relayed_to_stage_and_consumed_
     assert_eq!(op.runs_in, n("test-us-east-1"));
     assert_eq!(
         kafka_reads(op),
-        [kafka(
-            "stage-us-east-1",
-            "mot-deployment-launch-events-test-us-east-1"
-        )]
+        [
+            kafka(
+                "stage-us-east-1",
+                "mot-deployment-launch-events-test-us-east-1"
+            ),
+            kafka("test-us-east-1", "mot-desired-state"),
+        ],
+        "launches where the topology relays them; what was applied, at home"
     );
     let localizer = plan
         .agents
@@ -219,10 +223,13 @@ fn production_region_consumes_central_directly() {
     let op = agent(&plan, "DeploymentOperationAgent", "production-us-west-2");
     assert_eq!(
         kafka_reads(op),
-        [kafka(
-            "production-us-east-1",
-            "mot-deployment-launch-events-production-us-west-2"
-        )]
+        [
+            kafka(
+                "production-us-east-1",
+                "mot-deployment-launch-events-production-us-west-2"
+            ),
+            kafka("production-us-west-2", "mot-desired-state"),
+        ]
     );
     assert!(!plan
         .routes
