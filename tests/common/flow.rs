@@ -34,25 +34,23 @@ pub struct Flow {
     pub supervisors: Vec<actix::Addr<mot::actors::supervisor::RegionSupervisor>>,
 }
 
-/// The dev topology with its two app regions renamed uniquely (so this run's topics and consumer
-/// groups are its own) and their zones served by simulators on free ports; every role of the
-/// process started in-process, as `mot run` starts them.
-pub async fn start() -> Flow {
-    start_with(SimOptions {
-        health_delay: Duration::from_millis(100),
-    })
-    .await
+/// dev/mot.toml with its two app regions renamed uniquely (so a run's topics and consumer groups
+/// are its own), its keyspace unique, and each region's zones on a free port of its own, bound
+/// here for the region's simulator.
+pub struct DevTopology {
+    /// The unique digits in the names.
+    pub id: String,
+    /// The configuration file's text.
+    pub text: String,
+    pub keyspace: String,
+    pub test_region: String,
+    pub prod_region: String,
+    /// Each region's simulator listener.
+    pub sims: Vec<(String, std::net::TcpListener)>,
 }
 
-/// [`start`], with simulators behaving as `options` say.
-pub async fn start_with(options: SimOptions) -> Flow {
-    start_custom(options, None).await
-}
-
-/// [`start_with`], plus (with `extra = Some((cluster, bootstrap))`) a third production region
-/// `production-x<id>` with one zone on that cluster, its topics routed to central by mot.
-pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> Flow {
-    super::init_tracing();
+/// See [`DevTopology`].
+pub fn renamed_dev_topology() -> DevTopology {
     let id = super::unique("").replace('_', "");
     let (test_region, prod_region) = (format!("test-t{id}"), format!("production-t{id}"));
     let mut sims = Vec::new();
@@ -76,6 +74,43 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
             );
         sims.push((new_name.clone(), listener));
     }
+    DevTopology {
+        id,
+        text,
+        keyspace,
+        test_region,
+        prod_region,
+        sims,
+    }
+}
+
+/// The dev topology with its two app regions renamed uniquely (so this run's topics and consumer
+/// groups are its own) and their zones served by simulators on free ports; every role of the
+/// process started in-process, as `mot run` starts them.
+pub async fn start() -> Flow {
+    start_with(SimOptions {
+        health_delay: Duration::from_millis(100),
+    })
+    .await
+}
+
+/// [`start`], with simulators behaving as `options` say.
+pub async fn start_with(options: SimOptions) -> Flow {
+    start_custom(options, None).await
+}
+
+/// [`start_with`], plus (with `extra = Some((cluster, bootstrap))`) a third production region
+/// `production-x<id>` with one zone on that cluster, its topics routed to central by mot.
+pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> Flow {
+    super::init_tracing();
+    let DevTopology {
+        id,
+        mut text,
+        test_region,
+        prod_region,
+        mut sims,
+        ..
+    } = renamed_dev_topology();
     let extra_region = extra.map(|(cluster, bootstrap)| {
         let region = format!("production-x{id}");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -209,8 +244,13 @@ impl Flow {
     }
 
     pub async fn post(&self, targets: Value) -> String {
+        self.post_version("1.4.2", targets).await
+    }
+
+    /// POSTs version `version` of checkout-web to `targets`, answering the deployment id.
+    pub async fn post_version(&self, version: &str, targets: Value) -> String {
         let body = json!({
-            "app": "checkout-web", "version": "1.4.2", "artifact": "registry.example.com/checkout-web:1.4.2",
+            "app": "checkout-web", "version": version, "artifact": format!("registry.example.com/checkout-web:{version}"),
             "instances_per_zone": 2, "resources": {"cpus": 0.5, "mem_mb": 256}, "ports": [8080],
             "health_check": {"path": "/health", "interval_secs": 10}, "targets": targets,
         });

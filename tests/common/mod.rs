@@ -291,6 +291,16 @@ pub async fn wait_healthz(http: &reqwest::Client, url: &str, child: &mut Child) 
     panic!("mot run never answered /healthz");
 }
 
+/// SIGKILL, as a crash: nothing is drained, committed or flushed.
+pub async fn sigkill(mut process: MotProcess) {
+    let mut child = process.0.take().expect("running");
+    child.kill().unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// SIGTERM, then the exit, which must be 0 (a graceful stop).
 pub async fn sigterm_and_wait(mut process: MotProcess) {
     let mut child = process.0.take().expect("running");
