@@ -32,6 +32,13 @@ struct TestApp {
 /// Spawns the API on port 0 with a fresh, migrated keyspace; `central_bootstrap` overrides the
 /// central cluster's address (a closed port shows Kafka being down).
 async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
+    spawn_app_custom(central_bootstrap, None).await
+}
+
+/// The API on the dev topology; with `central_bootstrap`, the central cluster is elsewhere; with
+/// `central_name`, the central region has that name (its agents' consumer groups are the test's
+/// own).
+async fn spawn_app_custom(central_bootstrap: Option<&str>, central_name: Option<&str>) -> TestApp {
     common::init_tracing();
     let keyspace = common::unique("mot_api");
     let mut text = std::fs::read_to_string(common::repo_path("dev/mot.toml"))
@@ -39,6 +46,17 @@ async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
         .replace("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\""));
     if let Some(bootstrap) = central_bootstrap {
         text = text.replace("127.0.0.1:19092", bootstrap);
+    }
+    if let Some(name) = central_name {
+        text = text
+            .replace(
+                "central = \"production-us-east-1\"",
+                &format!("central = \"{name}\""),
+            )
+            .replace(
+                "name = \"production-us-east-1\"\ncluster",
+                &format!("name = \"{name}\"\ncluster"),
+            );
     }
     let config = Config::from_toml(Path::new("api-test.toml"), &text).unwrap();
     common::migrated(&config).await;
@@ -124,15 +142,18 @@ impl TestApp {
     }
 
     /// Every record on central topic `topic` whose key is `key`.
-    async fn records(&self, topic: TopicName, key: &str) -> Vec<Vec<u8>> {
+    /// The records (key, value) on `topic` of the central cluster about deployment `id` (requests
+    /// and launches are keyed by app: found by the id in their payload).
+    async fn records(&self, topic: TopicName, id: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut found = Vec::new();
         pipeline::read_to_end(
             &self.topology.central_home(),
             &topic,
             &common::unique("api-reader"),
             |m| {
-                if m.key() == Some(key.as_bytes()) {
-                    found.push(m.payload().unwrap_or_default().to_vec());
+                let value = m.payload().unwrap_or_default();
+                if String::from_utf8_lossy(value).contains(&format!("\"{id}\"")) {
+                    found.push((m.key().unwrap_or_default().to_vec(), value.to_vec()));
                 }
             },
         )
@@ -185,7 +206,9 @@ async fn a_valid_request_is_accepted_logged_once_and_readable_right_away() {
         .await;
     assert_eq!(logged.len(), 1);
     let env: Envelope<DeploymentRequested> =
-        envelope::decode(Some(id.as_bytes()), Some(&logged[0])).unwrap();
+        envelope::decode(Some(&logged[0].0), Some(&logged[0].1)).unwrap();
+    assert_eq!(logged[0].0, b"checkout-web", "requests are keyed by app");
+    assert_eq!(env.payload.id.to_string(), id);
     assert_eq!(env.payload.targets.len(), 2);
     assert_eq!(env.origin.as_str(), "production-us-east-1");
 
@@ -208,7 +231,9 @@ async fn a_valid_request_is_accepted_logged_once_and_readable_right_away() {
 
 #[actix_web::test]
 async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
-    let app = spawn_app().await;
+    // A central region of the test's own name: its fan-out's consumer group is the test's alone,
+    // and it skips every other test's requests on the shared request topic.
+    let app = spawn_app_custom(None, Some(&common::unique_region())).await;
     let central = app.topology.config().topology.central.clone();
     let supervisor = RegionSupervisor::regional(
         app.topology.clone(),
@@ -240,7 +265,9 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         };
         assert_eq!(launches.len(), 1, "one launch event for {region}");
         let env: Envelope<LaunchRequested> =
-            envelope::decode(Some(id.as_bytes()), Some(&launches[0])).unwrap();
+            envelope::decode(Some(&launches[0].0), Some(&launches[0].1)).unwrap();
+        assert_eq!(launches[0].0, b"checkout-web", "launches are keyed by app");
+        assert_eq!(env.payload.deployment_id.to_string(), id);
         assert_eq!(env.payload.region.as_str(), region);
         let got: Vec<&str> = env.payload.zones.iter().map(|z| z.as_str()).collect();
         assert_eq!(got, zones);
@@ -257,12 +284,16 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         .await
         .unwrap();
     assert_prometheus_text(&metrics);
+    let counter = format!(
+        "mot_agent_published_total{{agent=\"DeploymentFanOutAgent\",region=\"{}\"}}",
+        app.topology.config().topology.central
+    );
     let published = metrics
         .lines()
-        .find(|l| l.starts_with("mot_agent_published_total{agent=\"DeploymentFanOutAgent\",region=\"production-us-east-1\"}"))
+        .find(|l| l.starts_with(&counter))
         .unwrap_or_else(|| panic!("no fan-out counter in:\n{metrics}"));
     let n: u64 = published.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 2, "{published}");
+    assert_eq!(n, 2, "one launch event per region, each once: {published}");
     assert!(
         metrics.contains(
             "mot_http_requests_total{route=\"/deployments\",method=\"POST\",status=\"202\"} 1"
@@ -272,8 +303,10 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
     assert!(metrics.contains("mot_http_request_duration_seconds_count{route=\"/deployments\",method=\"POST\",status=\"202\"} 1"));
 
     // The fan-out's consumer group reports its lag per partition (librdkafka statistics, 5 s).
-    let lag_prefix =
-        "mot_consumer_lag{group=\"mot-deployment-fan-out-agent-production-us-east-1\",topic=\"mot-deployment-requests\",partition=";
+    let lag_prefix = format!(
+        "mot_consumer_lag{{group=\"mot-deployment-fan-out-agent-{}\",topic=\"mot-deployment-requests\",partition=",
+        app.topology.config().topology.central
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let metrics = app
@@ -287,7 +320,7 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
             .unwrap();
         let lags: Vec<i64> = metrics
             .lines()
-            .filter(|l| l.starts_with(lag_prefix))
+            .filter(|l| l.starts_with(&lag_prefix))
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
             .collect();
         if !lags.is_empty() {

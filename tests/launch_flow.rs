@@ -244,3 +244,88 @@ async fn deployed_instances_reach_the_instance_topic_healthy() {
     }
     flow.healthy_instances(&p, &id, 6).await;
 }
+
+#[actix_web::test]
+async fn an_older_launch_replayed_after_a_newer_one_is_healthy_is_superseded_and_changes_nothing() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let older = flow
+        .post_version("1.0.1", json!([{"region": p, "zones": ["a"]}]))
+        .await;
+    let newer = flow
+        .post_version("1.0.2", json!([{"region": p, "zones": ["a"]}]))
+        .await;
+    flow.deployment_until(&newer, "healthy", |v| v["status"] == "healthy")
+        .await;
+    flow.deployment_until(&older, "superseded", |v| v["status"] == "superseded")
+        .await;
+    let before = flow.app(&p, "a").await;
+
+    // The older deployment's launch record, produced again by hand.
+    let launch_topic = TopicName::parse(&format!("mot-deployment-launch-events-{p}")).unwrap();
+    let central = flow.topology.central_home();
+    let mut original = None;
+    pipeline::read_to_end(
+        &central,
+        &launch_topic,
+        &common::unique("flow-reader"),
+        |m| {
+            if launches(m, &older) {
+                original = Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let (key, value) = original.expect("the older launch event");
+    let producer = central.producer().unwrap();
+    let replay = pipeline::Outgoing {
+        topic: launch_topic,
+        key,
+        value,
+        headers: vec![],
+        timestamp_ms: None,
+    };
+    pipeline::acknowledged(pipeline::enqueue(&producer, &replay))
+        .await
+        .unwrap();
+
+    // Its first outcome (accepted), its supersession by the newer launch, and now the replay's.
+    let events = flow.complete_events(&p, &older, 3).await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let newer_id: uuid::Uuid = newer.parse().unwrap();
+    match &events[2].zones[..] {
+        [ZoneOutcome::Superseded {
+            zone,
+            by,
+            by_generation,
+            time_us,
+        }] => {
+            assert_eq!((zone.as_str(), *by), ("a", newer_id));
+            assert_eq!(*by_generation, events[0].generation + 1);
+            // The same supersession the newer launch reported, at the same time.
+            assert_eq!(events[1].zones[0].time_us(), *time_us);
+        }
+        other => panic!("the replay is superseded, not {other:?}"),
+    }
+    let after = flow.app(&p, "a").await;
+    assert_eq!(
+        after["app"]["labels"], before["app"]["labels"],
+        "the scheduler's app is untouched"
+    );
+    assert_eq!(after["app"]["version"], before["app"]["version"]);
+    let stats = flow.stats(&p, "a").await;
+    assert_eq!(stats["puts_by_deployment"][&older], 1, "{stats}");
+    assert_eq!(stats["puts_by_deployment"][&newer], 1, "{stats}");
+    let (_, view) = flow.get(&format!("/deployments/{older}")).await;
+    assert_eq!(view["status"], "superseded", "{view:#}");
+    assert_eq!(view["regions"][0]["zones"][0]["status"], "superseded");
+    let (_, events) = flow.get(&format!("/deployments/{older}/events")).await;
+    let superseded = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "superseded" && e["subject"] == "scheduler")
+        .count();
+    assert_eq!(superseded, 1, "the replay added no row: {events:#}");
+}

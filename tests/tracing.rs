@@ -141,8 +141,12 @@ fn one_post_to_two_regions_is_one_trace_from_the_api_to_the_archive() {
             "{region}'s archival: {names:?}"
         );
     }
-    assert!(count("PUT /v2/apps/{id}") >= 6, "{names:?}");
-    assert!(count("INSERT deployment_events") >= 6, "{names:?}");
+    assert_eq!(count("PUT /v2/apps/{id}"), 6, "one PUT per zone: {names:?}");
+    assert_eq!(
+        count("INSERT deployment_events"),
+        6,
+        "one timeline row per zone's outcome: {names:?}"
+    );
 
     // One tree: one root (the API's span); every other span's parent is in the trace.
     let roots: Vec<&str> = spans
