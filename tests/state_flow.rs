@@ -103,7 +103,11 @@ async fn a_deployment_to_two_regions_shows_every_instance_and_each_region_health
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
     let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
     assert_eq!(count("scheduler-accepted"), 6, "{events:#?}");
-    assert_eq!(count("healthy"), 6, "each zone became healthy once: {events:#?}");
+    assert_eq!(
+        count("healthy"),
+        6,
+        "each zone became healthy once: {events:#?}"
+    );
     assert_eq!(count("instance-started"), 12, "{events:#?}");
 
     // Listed, newest first, by app and without; filters apply.
@@ -576,5 +580,161 @@ async fn mesos_tasks_reach_the_regions_mesos_topic_with_their_hosts() {
         }
         assert!(std::time::Instant::now() < deadline, "{} tasks", live.len());
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[actix_web::test]
+async fn traffic_asked_while_consul_is_down_is_applied_once_it_is_back() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let region = RegionName::parse(&p).unwrap();
+    let id = flow.post(json!([{"region": p, "zones": ["b"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+
+    let sim = flow.sim(&p).to_owned();
+    let switch = |state: &'static str| {
+        flow.http
+            .post(format!("{sim}/b/_sim/consul/{state}"))
+            .send()
+    };
+    assert_eq!(switch("down").await.unwrap().status().as_u16(), 204);
+    let off = flow
+        .http
+        .post(format!("{}/deployments/{id}/traffic", flow.url))
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status().as_u16(), 202);
+    // The agent keeps the event: it fails and is restarted (with backoff) rather than dropping it.
+    let traffic = flow.registry.get("TrafficAgent", &region);
+    common::eventually(60, "the traffic agent retried the event", || {
+        traffic.snapshot().restarts >= 2
+    })
+    .await;
+    assert_eq!(traffic.snapshot().dead_lettered, 0, "nothing dead-lettered");
+    assert_eq!(switch("up").await.unwrap().status().as_u16(), 204);
+
+    instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+        let applied: Vec<&Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "traffic-applied")
+            .collect();
+        if !applied.is_empty() {
+            assert_eq!(applied.len(), 1, "{events:#}");
+            assert_eq!(applied[0]["zone"], "b");
+            assert_eq!(
+                applied[0]["detail"],
+                json!({"enabled": false, "instances": 2})
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timeline never showed the traffic applied: {events:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(traffic.snapshot().dead_lettered, 0);
+}
+
+#[actix_web::test]
+async fn a_record_cassandra_refuses_is_dead_lettered_and_the_records_behind_it_are_archived() {
+    use mot::models::envelope::{Envelope, Kind};
+    use mot::models::instance::{Health, InstanceInfo};
+    use rdkafka::Message;
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let region = RegionName::parse(&p).unwrap();
+    let id = flow.post(json!([{"region": p, "zones": ["a"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+
+    // An instance whose id Cassandra cannot take as a key (over 64 KiB), then a sound one, on the
+    // archival agent's own topic in the central cluster.
+    let instance = |instance_id: String| InstanceInfo {
+        region: region.clone(),
+        zone: mot::topics::names::ZoneName::parse("a").unwrap(),
+        service: "checkout-web".into(),
+        instance_id,
+        deployment_id: Some(id.clone()),
+        node: "n".into(),
+        host: "h".into(),
+        port: 31999,
+        tags: vec![],
+        health: Health::Passing,
+        checks: vec![],
+        traffic: true,
+    };
+    let topic =
+        mot::topics::names::TopicName::parse(&format!("mot-instance-state-change.{p}")).unwrap();
+    let central = flow.topology.central_home();
+    let producer = central.producer().unwrap();
+    let poison = instance("x".repeat(70_000));
+    let sound = instance("by-hand-1".into());
+    for info in [&poison, &sound] {
+        let envelope = Envelope::new(Kind::Created, info.key(), region.clone(), 1_000, info);
+        let record = mot::actors::pipeline::Outgoing {
+            topic: topic.clone(),
+            key: Some(info.key().into_bytes()),
+            value: Some(serde_json::to_vec(&envelope).unwrap()),
+            headers: vec![],
+            timestamp_ms: None,
+        };
+        mot::actors::pipeline::acknowledged(mot::actors::pipeline::enqueue(&producer, &record))
+            .await
+            .unwrap();
+    }
+
+    instances_until_any(&flow, &id, |i| i["instance_id"] == "by-hand-1").await;
+    let archival = flow.registry.get("InstanceArchivalAgent", &region);
+    assert_eq!(archival.snapshot().dead_lettered, 1);
+    let dead_letters = mot::topics::names::TopicName::parse("mot-dead-letters").unwrap();
+    let mut found = Vec::new();
+    mot::actors::pipeline::read_to_end(&central, &dead_letters, &common::unique("dlq"), |m| {
+        if m.key() == Some(poison.key().as_bytes()) {
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
+                    use rdkafka::message::Headers;
+                    h.iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            found.push((header("mot-dlq-reason"), header("mot-dlq-source-topic")));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (reason, source) = &found[0];
+    assert_eq!(source.as_deref(), Some(topic.as_str()));
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("cassandra refused")),
+        "{reason:?}"
+    );
+}
+
+/// Waits until some instance of deployment `id` satisfies `ok`.
+async fn instances_until_any(flow: &Flow, id: &str, ok: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = flow.get(&format!("/deployments/{id}/instances")).await;
+        if body["instances"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(&ok))
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scylla::client::session::Session;
+use scylla::errors::{BadQuery, DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::prepared::PreparedStatement;
 
 use super::pipeline::{AgentContext, Outcome, PipelineError, Source};
@@ -65,12 +66,53 @@ pub fn source(ctx: &AgentContext, spec: &TopicSpec) -> Source {
     Source::Home(vec![ctx.topology.archived_topic(&ctx.region, spec)])
 }
 
+/// Why a write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// Cassandra refused the record for what it holds: writing it again will not help.
+    Refused(String),
+    /// Cassandra could not take it now: the record must be retried.
+    Unavailable(String),
+}
+
+impl From<WriteError> for Outcome {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Refused(reason) => Outcome::Reject(format!("cassandra refused: {reason}")),
+            WriteError::Unavailable(problem) => Outcome::Fail(problem),
+        }
+    }
+}
+
+/// Whether `e` is Cassandra refusing the values themselves, as opposed to being unavailable. A
+/// missing table or keyspace is unavailability (migrations not applied yet, schema not agreed),
+/// not the record's fault.
+pub fn refused_for_content(e: &ExecutionError) -> bool {
+    match e {
+        ExecutionError::BadQuery(
+            BadQuery::SerializationError(_)
+            | BadQuery::ValuesTooLongForKey(..)
+            | BadQuery::TooManyQueriesInBatchStatement(_),
+        ) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(_)) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Invalid,
+            message,
+        )) => {
+            let message = message.to_ascii_lowercase();
+            !(message.contains("unconfigured table")
+                || message.contains("keyspace")
+                || message.contains("does not exist"))
+        }
+        _ => false,
+    }
+}
+
 /// Runs `write` until it succeeds, at most [`WRITE_ATTEMPTS`] times with a short pause between.
-pub async fn with_retries<F, Fut, T, E>(what: &str, mut write: F) -> Result<T, String>
+pub async fn with_retries<F, Fut, T>(what: &str, mut write: F) -> Result<T, WriteError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
+    Fut: Future<Output = Result<T, ExecutionError>>,
 {
     use tracing::Instrument;
     // A database client span (OpenTelemetry conventions), within a traced flow only.
@@ -96,16 +138,19 @@ where
                 pause *= 2;
                 attempt += 1;
             }
-            Err(e) => return Err(format!("{what}: {e}")),
+            Err(e) if refused_for_content(&e) => {
+                return Err(WriteError::Refused(format!("{what}: {e}")))
+            }
+            Err(e) => return Err(WriteError::Unavailable(format!("{what}: {e}"))),
         }
     }
 }
 
-/// The outcome of `n` writes that all succeeded, or of one that kept failing.
-pub fn stored(result: Result<u64, String>) -> Outcome {
+/// The outcome of `n` writes that all succeeded, or of one that did not.
+pub fn stored(result: Result<u64, WriteError>) -> Outcome {
     match result {
         Ok(n) => Outcome::Stored(n),
-        Err(problem) => Outcome::Fail(problem),
+        Err(e) => e.into(),
     }
 }
 

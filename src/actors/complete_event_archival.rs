@@ -4,11 +4,15 @@
 //! `deploying` until the region observes it), failed with the reason, or superseded by a newer
 //! deployment. Each write is timestamped with the outcome's own time (its cause's), so a
 //! replayed outcome lands on the same cells and rows, and an older outcome never overwrites what
-//! the region observed since.
+//! the region observed since. What a region's TrafficAgent did with a traffic request
+//! (`TrafficApplied`) goes to the timeline too: each zone switched, or refused with the reason.
 
 use scylla::statement::prepared::PreparedStatement;
 
-use crate::models::deployment::{DeploymentCompleted, ZoneOutcome};
+use crate::models::deployment::{
+    DeploymentCompleted, TrafficApplied, TrafficZoneOutcome, ZoneOutcome,
+};
+use crate::models::envelope::HEADER_EVENT_TYPE;
 use crate::models::state::ZoneStatus;
 use crate::topics::catalog;
 use crate::topics::names::RegionName;
@@ -23,6 +27,57 @@ pub struct CompleteEventArchivalAgent {
     /// A zone's status and reason (counts are the observations' to write).
     zone_status: PreparedStatement,
     event: PreparedStatement,
+}
+
+impl CompleteEventArchivalAgent {
+    /// A traffic request's outcome per zone, on the timeline at the request's time.
+    async fn traffic(&self, incoming: &Incoming) -> Outcome {
+        let done = match incoming.decode::<TrafficApplied>() {
+            Ok(done) => done,
+            Err(rejected) => return rejected,
+        };
+        if done.origin != self.region {
+            return Outcome::Skip;
+        }
+        let t = &done.payload;
+        let mut writes = 0;
+        for zone in &t.zones {
+            let (zone, kind, detail) = match zone {
+                TrafficZoneOutcome::Switched { zone, instances } => (
+                    zone,
+                    "traffic-applied",
+                    serde_json::json!({"enabled": t.enabled, "instances": instances}),
+                ),
+                TrafficZoneOutcome::Refused { zone, reason } => (
+                    zone,
+                    "traffic-refused",
+                    serde_json::json!({"enabled": t.enabled, "reason": reason}),
+                ),
+            };
+            let detail = detail.to_string();
+            let written = with_retries("INSERT deployment_events", || {
+                self.archive.session.execute_unpaged(
+                    &self.event,
+                    (
+                        t.deployment_id,
+                        done.time_us,
+                        t.region.as_str(),
+                        zone.as_str(),
+                        "traffic",
+                        kind,
+                        detail.as_str(),
+                        done.time_us,
+                    ),
+                )
+            })
+            .await;
+            if let Err(problem) = written {
+                return problem.into();
+            }
+            writes += 1;
+        }
+        stored(Ok(writes))
+    }
 }
 
 impl Agent for CompleteEventArchivalAgent {
@@ -48,6 +103,12 @@ impl Agent for CompleteEventArchivalAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        if incoming
+            .header(HEADER_EVENT_TYPE)
+            .is_some_and(|t| t.starts_with(b"TrafficApplied."))
+        {
+            return self.traffic(incoming).await;
+        }
         let done = match incoming.decode::<DeploymentCompleted>() {
             Ok(done) => done,
             Err(rejected) => return rejected,
@@ -106,7 +167,7 @@ impl Agent for CompleteEventArchivalAgent {
             })
             .await;
             if let Err(problem) = written {
-                return Outcome::Fail(problem);
+                return problem.into();
             }
             let detail = detail.to_string();
             let event = with_retries("INSERT deployment_events", || {
@@ -126,7 +187,7 @@ impl Agent for CompleteEventArchivalAgent {
             })
             .await;
             if let Err(problem) = event {
-                return Outcome::Fail(problem);
+                return problem.into();
             }
             writes += 2;
         }

@@ -84,7 +84,7 @@ impl DeploymentStateArchivalAgent {
         })
         .await;
         if let Err(problem) = zone {
-            return Outcome::Fail(problem);
+            return problem.into();
         }
         stored(
             with_retries("INSERT deployment_events", || {

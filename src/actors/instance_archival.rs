@@ -97,7 +97,7 @@ impl Agent for InstanceArchivalAgent {
         })
         .await;
         if let Err(problem) = written {
-            return Outcome::Fail(problem);
+            return problem.into();
         }
         let event = match change.kind {
             Kind::Created => "instance-started",

@@ -1,11 +1,16 @@
 //! TrafficAgent (regional): takes its region's traffic events (`mot-traffic-events-<region>`,
 //! read where the topology plans, like launch events) and sets the maintenance state of the
 //! deployment's instances in every zone's Consul: maintenance off is traffic on. The pollers then
-//! see the change and it flows back to the projections like any other instance change.
+//! see the change and it flows back to the projections like any other instance change; what each
+//! zone did is also reported (`TrafficApplied` on `mot-deployment-complete-events`), so the
+//! deployment's timeline shows it.
 //!
-//! Setting a state is idempotent, so a re-delivered event changes nothing twice. A zone whose
-//! Consul does not answer is retried; if it still does not, the event is dead-lettered with the
-//! zones that failed (the others are switched), so nothing is dropped silently.
+//! Nothing is dropped: a zone whose Consul does not answer (unreachable, 5xx, 429) is retried;
+//! if it still does not, the agent stops without acknowledging the event and its supervisor
+//! restarts it with capped backoff, so the event is applied once Consul is back. A zone whose
+//! Consul refuses the change for good (another 4xx) is reported refused, with Consul's answer,
+//! and the event is done. Setting a state is idempotent, so a re-delivered event changes nothing
+//! twice, and its report is derived from the request (same time, same id).
 
 use std::time::Duration;
 
@@ -13,14 +18,15 @@ use futures::future::join_all;
 
 use crate::config::ZoneConfig;
 use crate::models::consul::ConsulServiceEntry;
-use crate::models::deployment::TrafficRequested;
+use crate::models::deployment::{TrafficApplied, TrafficRequested, TrafficZoneOutcome};
+use crate::models::envelope::{Envelope, Kind};
 use crate::topics::catalog;
-use crate::topics::names::RegionName;
+use crate::topics::names::{RegionName, TopicName};
 
 use super::instance_consul_state::META_DEPLOYMENT_ID;
-use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
+use super::pipeline::{Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source};
 
-/// Attempts per zone.
+/// Attempts per zone before the agent gives up for now (and is restarted).
 const ATTEMPTS: u32 = 3;
 
 /// The agent.
@@ -28,6 +34,29 @@ pub struct TrafficAgent {
     region: RegionName,
     zones: Vec<ZoneConfig>,
     http: reqwest::Client,
+    output: TopicName,
+}
+
+/// Why a zone was not switched.
+#[derive(Debug)]
+struct SwitchError {
+    /// Worth retrying: Consul did not answer, or answered that it cannot now.
+    transient: bool,
+    message: String,
+}
+
+impl From<reqwest::Error> for SwitchError {
+    fn from(e: reqwest::Error) -> Self {
+        let transient = e.status().is_none_or(|s| {
+            s.is_server_error()
+                || s == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || s == reqwest::StatusCode::REQUEST_TIMEOUT
+        });
+        Self {
+            transient,
+            message: e.to_string(),
+        }
+    }
 }
 
 impl TrafficAgent {
@@ -36,25 +65,24 @@ impl TrafficAgent {
         &self,
         zone: &ZoneConfig,
         request: &TrafficRequested,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, SwitchError> {
         let base = zone.consul.trim_end_matches('/');
         let entries: Vec<ConsulServiceEntry> = self
             .http
             .get(format!("{base}/v1/health/service/{}", request.app))
             .send()
             .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
+            .and_then(|r| r.error_for_status())?
             .json()
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let id = request.deployment_id.to_string();
         let mut switched = 0;
         for entry in entries
             .iter()
             .filter(|e| e.service.meta.get(META_DEPLOYMENT_ID) == Some(&id))
         {
-            self.http
+            let answer = self
+                .http
                 .put(format!(
                     "{base}/v1/agent/service/maintenance/{}",
                     entry.service.id
@@ -64,31 +92,49 @@ impl TrafficAgent {
                     ("reason", format!("mot: traffic off for deployment {id}")),
                 ])
                 .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| e.to_string())?;
+                .await?;
+            // An instance gone between the listing and the switch has no traffic to switch.
+            if answer.status() == reqwest::StatusCode::NOT_FOUND {
+                continue;
+            }
+            answer.error_for_status()?;
             switched += 1;
         }
         Ok(switched)
     }
 
+    /// One zone's outcome (none where the deployment has no instance), or `Err` when its
+    /// Consul stayed unavailable through every attempt.
     async fn switch_zone_with_retries(
         &self,
         zone: &ZoneConfig,
         request: &TrafficRequested,
-    ) -> Result<u64, String> {
+    ) -> Result<Option<TrafficZoneOutcome>, String> {
         let mut pause = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
             match self.switch_zone(zone, request).await {
-                Ok(n) => return Ok(n),
+                Ok(0) => return Ok(None),
+                Ok(instances) => {
+                    return Ok(Some(TrafficZoneOutcome::Switched {
+                        zone: zone.name.clone(),
+                        instances,
+                    }))
+                }
+                Err(e) if !e.transient => {
+                    tracing::warn!(region = %self.region, zone = %zone.name, error = %e.message, "consul refused the traffic change");
+                    return Ok(Some(TrafficZoneOutcome::Refused {
+                        zone: zone.name.clone(),
+                        reason: e.message,
+                    }));
+                }
                 Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(region = %self.region, zone = %zone.name, attempt, error = %e, "consul did not take the traffic change; retrying");
+                    tracing::warn!(region = %self.region, zone = %zone.name, attempt, error = %e.message, "consul did not take the traffic change; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     attempt += 1;
                 }
-                Err(e) => return Err(format!("zone {}: {e}", zone.name)),
+                Err(e) => return Err(format!("zone {}: {}", zone.name, e.message)),
             }
         }
     }
@@ -111,14 +157,16 @@ impl Agent for TrafficAgent {
             region: ctx.region.name.clone(),
             zones: ctx.region.zones.clone(),
             http,
+            output: TopicName::local(&catalog::DEPLOYMENT_COMPLETE_EVENTS.base()),
         })
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
-        let request = match incoming.decode::<TrafficRequested>() {
-            Ok(request) => request.payload,
+        let envelope = match incoming.decode::<TrafficRequested>() {
+            Ok(envelope) => envelope,
             Err(rejected) => return rejected,
         };
+        let request = &envelope.payload;
         if request.region != self.region {
             return Outcome::Reject(format!(
                 "traffic for {} on {}'s topic",
@@ -128,22 +176,44 @@ impl Agent for TrafficAgent {
         let results = join_all(
             self.zones
                 .iter()
-                .map(|zone| self.switch_zone_with_retries(zone, &request)),
+                .map(|zone| self.switch_zone_with_retries(zone, request)),
         )
         .await;
-        let mut switched = 0;
-        let mut failed = Vec::new();
+        let mut zones = Vec::new();
+        let mut unavailable = Vec::new();
         for result in results {
             match result {
-                Ok(n) => switched += n,
-                Err(e) => failed.push(e),
+                Ok(outcome) => zones.extend(outcome),
+                Err(e) => unavailable.push(e),
             }
         }
-        tracing::info!(region = %self.region, deployment = %request.deployment_id, enabled = request.enabled, switched, "traffic switched");
-        if failed.is_empty() {
-            Outcome::Stored(switched)
-        } else {
-            Outcome::Reject(format!("traffic not switched in {}", failed.join("; ")))
+        if !unavailable.is_empty() {
+            // Not done: replayed after a restart, when Consul may answer again. The zones that
+            // were switched are switched again, which changes nothing.
+            return Outcome::Fail(format!("consul unavailable in {}", unavailable.join("; ")));
+        }
+        tracing::info!(region = %self.region, deployment = %request.deployment_id, enabled = request.enabled, ?zones, "traffic switched");
+        let applied = TrafficApplied {
+            deployment_id: request.deployment_id,
+            region: self.region.clone(),
+            app: request.app.clone(),
+            enabled: request.enabled,
+            zones,
+        };
+        let record = serde_json::to_vec(&applied).and_then(|json| {
+            let head = Envelope::derived(
+                Kind::Completed,
+                request.deployment_id.to_string(),
+                self.region.clone(),
+                envelope.time_us,
+                &envelope.id.to_string(),
+                (),
+            );
+            Outgoing::envelope(self.output.clone(), "TrafficApplied", head, &json, incoming)
+        });
+        match record {
+            Ok(record) => Outcome::Publish(vec![record]),
+            Err(e) => Outcome::Reject(e.to_string()),
         }
     }
 }

@@ -183,3 +183,27 @@ pub struct TrafficRequested {
 }
 
 impl Validate for TrafficRequested {}
+
+/// How one zone's service catalog took a traffic request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TrafficZoneOutcome {
+    /// The deployment's instances there were switched.
+    Switched { zone: ZoneName, instances: u64 },
+    /// The catalog refused the change for good (not merely unavailable), with its answer.
+    Refused { zone: ZoneName, reason: String },
+}
+
+/// What a region's TrafficAgent did with a traffic request (on `mot-deployment-complete-events`,
+/// key: deployment id, event type `TrafficApplied.completed`), at the request's time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficApplied {
+    pub deployment_id: Uuid,
+    pub region: RegionName,
+    pub app: AppName,
+    pub enabled: bool,
+    pub zones: Vec<TrafficZoneOutcome>,
+}
+
+impl Validate for TrafficApplied {}

@@ -486,9 +486,12 @@ impl Topology {
             push(
                 "TrafficAgent",
                 vec![central_read(&catalog::TRAFFIC_EVENTS)],
-                vec![Endpoint::Platform {
-                    api: "service catalog (Consul), per zone".into(),
-                }],
+                vec![
+                    Endpoint::Platform {
+                        api: "service catalog (Consul), per zone".into(),
+                    },
+                    local(home, &catalog::DEPLOYMENT_COMPLETE_EVENTS),
+                ],
             );
             for (agent, api, spec) in [
                 (
@@ -548,17 +551,17 @@ impl Topology {
                 (
                     "DeploymentStateArchivalAgent",
                     catalog::DEPLOYMENT_STATE_CHANGE,
-                    "deployment_state",
+                    "deployment_zones, deployment_events, region_freshness",
                 ),
                 (
                     "InstanceArchivalAgent",
                     catalog::INSTANCE_STATE_CHANGE,
-                    "instances",
+                    "deployment_instances, deployment_events",
                 ),
                 (
-                    "DeploymentCompleteArchivalAgent",
+                    "CompleteEventArchivalAgent",
                     catalog::DEPLOYMENT_COMPLETE_EVENTS,
-                    "deployment_events",
+                    "deployment_zones, deployment_events",
                 ),
             ] {
                 agents.push(AgentPlan {
