@@ -12,6 +12,7 @@ use scylla::statement::prepared::PreparedStatement;
 use crate::models::deployment::{
     DeploymentCompleted, TrafficApplied, TrafficZoneOutcome, ZoneOutcome,
 };
+use crate::models::desired::{DriftEvent, DriftReport};
 use crate::models::envelope::HEADER_EVENT_TYPE;
 use crate::models::state::ZoneStatus;
 use crate::topics::catalog;
@@ -26,6 +27,8 @@ pub struct CompleteEventArchivalAgent {
     archive: Archive,
     /// A zone's status and reason (counts are the observations' to write).
     zone_status: PreparedStatement,
+    /// A zone's drift (JSON, or null once mended).
+    zone_drift: PreparedStatement,
     event: PreparedStatement,
 }
 
@@ -80,6 +83,64 @@ impl CompleteEventArchivalAgent {
     }
 }
 
+impl CompleteEventArchivalAgent {
+    /// A zone's drift: on the timeline, and on the zone's row until it is mended or resolved.
+    async fn drift(&self, incoming: &Incoming) -> Outcome {
+        let report = match incoming.decode::<DriftReport>() {
+            Ok(report) => report,
+            Err(rejected) => return rejected,
+        };
+        if report.origin != self.region {
+            return Outcome::Skip;
+        }
+        let d = &report.payload;
+        let t = d.event.time_us();
+        let cell = match &d.event {
+            DriftEvent::Detected { what, time_us } => Some(
+                serde_json::json!({"detected_at_ms": time_us / 1000, "what": what}).to_string(),
+            ),
+            DriftEvent::Mended { .. } | DriftEvent::Resolved { .. } => None,
+        };
+        let written = with_retries("UPDATE deployment_zones", || {
+            self.archive.session.execute_unpaged(
+                &self.zone_drift,
+                (
+                    t,
+                    cell.as_deref(),
+                    d.deployment_id,
+                    d.region.as_str(),
+                    d.zone.as_str(),
+                ),
+            )
+        })
+        .await;
+        if let Err(problem) = written {
+            return problem.into();
+        }
+        let detail =
+            serde_json::json!({"what": d.event.what(), "generation": d.generation}).to_string();
+        stored(
+            with_retries("INSERT deployment_events", || {
+                self.archive.session.execute_unpaged(
+                    &self.event,
+                    (
+                        d.deployment_id,
+                        t,
+                        d.region.as_str(),
+                        d.zone.as_str(),
+                        "drift",
+                        d.event.kind(),
+                        detail.as_str(),
+                        t,
+                    ),
+                )
+            })
+            .await
+            .map(|_| 2),
+        )
+    }
+}
+
 impl Agent for CompleteEventArchivalAgent {
     const NAME: &'static str = "CompleteEventArchivalAgent";
 
@@ -97,6 +158,12 @@ impl Agent for CompleteEventArchivalAgent {
                      status, reason, event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                 )
                 .await?,
+            zone_drift: archive
+                .prepare(
+                    "UPDATE {ks}.deployment_zones USING TIMESTAMP ? SET drift = ? \
+                     WHERE deployment_id = ? AND region = ? AND zone = ?",
+                )
+                .await?,
             event: archive.prepare(INSERT_EVENT).await?,
             archive,
         })
@@ -108,6 +175,12 @@ impl Agent for CompleteEventArchivalAgent {
             .is_some_and(|t| t.starts_with(b"TrafficApplied."))
         {
             return self.traffic(incoming).await;
+        }
+        if incoming
+            .header(HEADER_EVENT_TYPE)
+            .is_some_and(|t| t.starts_with(b"DeploymentDrift."))
+        {
+            return self.drift(incoming).await;
         }
         let done = match incoming.decode::<DeploymentCompleted>() {
             Ok(done) => done,

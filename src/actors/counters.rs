@@ -28,6 +28,12 @@ pub struct Counters {
     pub restarts: AtomicU64,
     /// The backoff before the latest restart, in milliseconds.
     pub last_backoff_ms: AtomicU64,
+    /// Zones found drifted from their deployment (the mending agent).
+    pub drifts_detected: AtomicU64,
+    /// Drifts mended: the scheduler runs the deployment again (the mending agent).
+    pub mended: AtomicU64,
+    /// Mends the scheduler refused or did not answer, each retried later (the mending agent).
+    pub mend_failures: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one moment.
@@ -41,6 +47,9 @@ pub struct CountersSnapshot {
     pub poll_errors: u64,
     pub restarts: u64,
     pub last_backoff_ms: u64,
+    pub drifts_detected: u64,
+    pub mended: u64,
+    pub mend_failures: u64,
 }
 
 impl Counters {
@@ -61,6 +70,9 @@ impl Counters {
             poll_errors: get(&self.poll_errors),
             restarts: get(&self.restarts),
             last_backoff_ms: get(&self.last_backoff_ms),
+            drifts_detected: get(&self.drifts_detected),
+            mended: get(&self.mended),
+            mend_failures: get(&self.mend_failures),
         }
     }
 }

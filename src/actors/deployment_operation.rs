@@ -13,7 +13,9 @@
 //!   time, at the same time (from its history, or from the app's `mot-accepted-at-us` label when
 //!   the agent stopped between the scheduler's answer and its own record), and calls nothing;
 //! - **every deployment ends**: when a launch replaces an earlier deployment in a zone, the
-//!   earlier one is reported superseded there, so it never waits forever for an observation.
+//!   earlier one is reported superseded there, so it never waits forever for an observation;
+//! - **what was asked is kept**: a launch the scheduler did not take is recorded as what the zone
+//!   should run, for the DeploymentMendingAgent to put there once the scheduler is back.
 //!
 //! A transient scheduler error is retried with capped backoff; a zone that stays down is reported
 //! failed (at the launch's time) while the other zones proceed.
@@ -45,11 +47,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// Label with the W3C `traceparent` of the deployment that launched the app.
 pub const LABEL_TRACEPARENT: &str = "mot-traceparent";
 
-/// Label with the app version a deployment asked for.
-pub const LABEL_APP_VERSION: &str = "mot-app-version";
-
-/// Label with the generation of the deployment that launched the app.
-pub const LABEL_GENERATION: &str = "mot-generation";
+pub use crate::platform::marathon::{LABEL_APP_VERSION, LABEL_GENERATION};
 
 /// Label with the time the scheduler was asked to run this deployment (microseconds): what a
 /// replay reports as the acceptance time.
@@ -156,9 +154,17 @@ impl DeploymentOperationAgent {
             version, time_us, ..
         } = &outcome
         else {
+            // A launch the scheduler did not take is still what the zone should run: the
+            // DeploymentMendingAgent puts it there once the scheduler takes it.
+            let desired = match &outcome {
+                ZoneOutcome::Failed { time_us, .. } => {
+                    ZoneDesired::asked(before.as_ref(), &self.region, zone, request, *time_us)
+                }
+                _ => None,
+            };
             return ZoneResult {
                 outcome,
-                desired: None,
+                desired,
                 replaced: None,
             };
         };

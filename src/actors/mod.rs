@@ -16,6 +16,7 @@ pub mod complete_event_archival;
 pub mod consul_state;
 pub mod counters;
 pub mod deployment_fan_out;
+pub mod deployment_mending;
 pub mod deployment_operation;
 pub mod deployment_state;
 pub mod deployment_state_archival;
@@ -40,6 +41,7 @@ pub const REGIONAL_AGENTS: &[AgentEntry] = &[
     AgentEntry::poller::<marathon_state::MarathonStateAgent>(),
     AgentEntry::poller::<mesos_state::MesosStateAgent>(),
     AgentEntry::of::<deployment_state::DeploymentStateAgent>(),
+    AgentEntry::of::<deployment_mending::DeploymentMendingAgent>(),
     AgentEntry::poller::<region_heartbeat::RegionHeartbeatAgent>(),
     AgentEntry::of::<traffic::TrafficAgent>(),
 ];

@@ -256,6 +256,18 @@ pub trait Agent: Sized + 'static {
 
     /// Handles one record.
     fn process(&mut self, incoming: &Incoming) -> impl Future<Output = Outcome>;
+
+    /// How often [`Agent::tick`] runs; `None` (the default): never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Work on a timer rather than on a record (a retry whose time has come, a reconciliation):
+    /// the records to publish. They are delivered in order with the records' results; no offset
+    /// depends on them.
+    fn tick(&mut self) -> impl Future<Output = Vec<Outgoing>> {
+        async { Vec::new() }
+    }
 }
 
 /// How one consumed record ended: where it came from, and once its results were acknowledged,
@@ -296,6 +308,9 @@ pub async fn run_agent<A: Agent>(
 
     let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Settlement>>>> =
         FuturesOrdered::new();
+    let tick_every = agent.tick_interval();
+    let mut ticks = tokio::time::interval(tick_every.unwrap_or(Duration::from_secs(3600)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stopping = |stop: &watch::Receiver<bool>| *stop.borrow();
     while !stopping(&stop) {
         tokio::select! {
@@ -306,6 +321,13 @@ pub async fn run_agent<A: Agent>(
                 }
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => settle(&consumer, &counters, done)?,
+            _ = ticks.tick(), if tick_every.is_some() && inflight.len() < MAX_IN_FLIGHT => {
+                let records = agent.tick().await;
+                if !records.is_empty() {
+                    let n = records.len() as u64;
+                    inflight.push_back(Box::pin(deliver(&producer, Incoming::unprompted(), records, Delivered::Published(n))));
+                }
+            }
             received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT => {
                 let message = match received {
                     Ok(message) => message,
@@ -526,6 +548,10 @@ fn settle(
         Delivered::Published(n) => Counters::add(&counters.published, n),
         Delivered::DeadLettered => Counters::add(&counters.dead_lettered, 1),
         Delivered::Nothing => {}
+    }
+    if topic.is_empty() {
+        // Published on a tick: no record consumed, no offset to store.
+        return Ok(());
     }
     if let Err(e) = consumer.store_offset(&topic, partition, offset) {
         // The partition was revoked meanwhile: its new owner replays from the last commit.

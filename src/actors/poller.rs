@@ -176,6 +176,9 @@ where
     F: FnMut(ZoneConfig) -> Fut,
     Fut: Future<Output = Result<Option<Vec<(String, Vec<u8>)>>, PollError>>,
 {
+    // Stamped before the reads: whatever they return was true no earlier than this, so a record's
+    // time never makes an old answer (a slow zone) look newer than it is.
+    let time = now_us();
     let answers = futures::future::join_all(zones.iter().cloned().map(zone_state)).await;
     let mut records = Vec::new();
     let mut last_error = None;
@@ -193,7 +196,6 @@ where
             }
         };
         let group = format!("{}/{}", out.region, zone.name);
-        let time = now_us();
         for change in out.cache.diff_group(&group, items) {
             let kind = if change.kind == Kind::Deleted {
                 Kind::Deleted

@@ -24,6 +24,30 @@ pub struct DeploymentSpec {
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// What the region does when a zone drifts from this deployment.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+}
+
+/// What a region does when a zone's scheduler no longer runs what was asked (the app deleted,
+/// scaled or replaced by hand, or never launched because the scheduler was down).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    /// Put the deployment back, and say so on the timeline.
+    #[default]
+    Mend,
+    /// Only say so on the timeline and in GET.
+    Report,
+}
+
+impl DriftPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftPolicy::Mend => "mend",
+            DriftPolicy::Report => "report",
+        }
+    }
 }
 
 /// Resources per instance.

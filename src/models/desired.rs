@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::deployment::{LaunchRequested, ZoneOutcome};
 use super::envelope::Validate;
+use crate::platform::marathon::{App, LABEL_APP_VERSION, LABEL_DEPLOYMENT_ID, LABEL_GENERATION};
 use crate::topics::names::{AppName, RegionName, ZoneName};
 
 /// Deployments remembered per app and zone. Beyond this a very old launch replayed is decided by
@@ -43,8 +44,13 @@ pub struct ZoneDesired {
     pub region: RegionName,
     pub zone: ZoneName,
     pub app: AppName,
-    /// The launch of the newest deployment applied: what the zone should run.
+    /// The launch of the newest deployment asked for in this zone: what the zone should run.
+    /// Usually the newest applied; a newer one whose scheduler refused it or could not be
+    /// reached, until mended.
     pub launch: LaunchRequested,
+    /// When the operation agent took `launch` (accepted, or failed), microseconds.
+    #[serde(default)]
+    pub asked_at_us: i64,
     /// The deployments applied, oldest first (by generation), at most [`HISTORY`].
     pub history: Vec<Applied>,
 }
@@ -69,6 +75,29 @@ impl ZoneDesired {
         at.checked_sub(1).map(|i| &self.history[i])
     }
 
+    /// The state after `launch` was asked for in this zone at `time_us` but not accepted (its
+    /// scheduler refused it or was down): what to mend to. `None` when something at least as
+    /// new was asked for already.
+    pub fn asked(
+        before: Option<&ZoneDesired>,
+        region: &RegionName,
+        zone: &ZoneName,
+        launch: &LaunchRequested,
+        time_us: i64,
+    ) -> Option<ZoneDesired> {
+        if before.is_some_and(|b| b.launch.generation >= launch.generation) {
+            return None;
+        }
+        Some(ZoneDesired {
+            region: region.clone(),
+            zone: zone.clone(),
+            app: launch.spec.app.clone(),
+            launch: launch.clone(),
+            asked_at_us: time_us,
+            history: before.map(|b| b.history.clone()).unwrap_or_default(),
+        })
+    }
+
     /// The state after the scheduler accepted `launch` in this zone, `before` being what was
     /// there, if anything.
     pub fn applied(
@@ -78,6 +107,7 @@ impl ZoneDesired {
         launch: &LaunchRequested,
         accepted: Applied,
     ) -> ZoneDesired {
+        let asked_at_us = accepted.accepted_at_us;
         let mut history = before.map(|d| d.history.clone()).unwrap_or_default();
         history.retain(|a| a.deployment_id != accepted.deployment_id);
         history.push(accepted);
@@ -90,19 +120,13 @@ impl ZoneDesired {
             zone: zone.clone(),
             app: launch.spec.app.clone(),
             launch: launch.clone(),
+            asked_at_us,
             history,
         }
     }
 }
 
-impl Validate for ZoneDesired {
-    fn validate(&self) -> Result<(), String> {
-        if self.history.is_empty() {
-            return Err("history must not be empty".into());
-        }
-        Ok(())
-    }
-}
+impl Validate for ZoneDesired {}
 
 /// `<region>/<zone>/<app>`.
 pub fn key(region: &RegionName, zone: &ZoneName, app: &AppName) -> String {
@@ -121,8 +145,9 @@ pub enum Decision {
 
 /// The rule of [`Decision`]: a launch with a successor in the zone's history (a deployment of a
 /// higher generation applied there) is superseded by that successor, at the time the successor
-/// was accepted, which is what the successor's own launch reported for it; a launch already
-/// applied and still the newest reports its acceptance again; anything else is applied.
+/// was accepted, which is what the successor's own launch reported for it; so is one older than
+/// the launch last asked for there (accepted or not); a launch already applied and still the
+/// newest reports its acceptance again; anything else is applied.
 pub fn decide(
     desired: Option<&ZoneDesired>,
     zone: &ZoneName,
@@ -143,6 +168,15 @@ pub fn decide(
             time_us: successor.accepted_at_us,
         });
     }
+    let asked = &desired.launch;
+    if asked.generation > launch.generation && asked.deployment_id != launch.deployment_id {
+        return Decision::Report(ZoneOutcome::Superseded {
+            zone: zone.clone(),
+            by: asked.deployment_id,
+            by_generation: asked.generation,
+            time_us: desired.asked_at_us,
+        });
+    }
     match desired.newest() {
         Some(newest) if newest.deployment_id == launch.deployment_id => {
             Decision::Report(ZoneOutcome::Accepted {
@@ -152,6 +186,109 @@ pub fn decide(
             })
         }
         _ => Decision::Apply,
+    }
+}
+
+/// What differs between what a zone's scheduler runs (`observed`: the app, or `None` when the
+/// scheduler has no such app) and what `desired` asks of it, in words; `None` when nothing does,
+/// or when the scheduler runs a *newer* deployment of the app than `desired` (the desired state
+/// has not caught up with it yet: never mend a newer deployment back to an older one).
+pub fn difference(desired: &LaunchRequested, observed: Option<&App>) -> Option<String> {
+    let Some(app) = observed else {
+        return Some("the app is missing from the scheduler".into());
+    };
+    let label = |name: &str| app.labels.get(name).map(String::as_str);
+    if label(LABEL_GENERATION)
+        .and_then(|g| g.parse::<u64>().ok())
+        .is_some_and(|g| g > desired.generation)
+    {
+        return None;
+    }
+    let mut what = Vec::new();
+    let id = desired.deployment_id.to_string();
+    match label(LABEL_DEPLOYMENT_ID) {
+        Some(other) if other != id => what.push(format!("it runs deployment {other}")),
+        None => what.push("it runs an app mot did not put there".into()),
+        Some(_) => {}
+    }
+    let spec = &desired.spec;
+    if app.instances != spec.instances_per_zone {
+        what.push(format!(
+            "instances {} instead of {}",
+            app.instances, spec.instances_per_zone
+        ));
+    }
+    let image = app.container.as_ref().map(|c| c.docker.image.as_str());
+    if image != Some(spec.artifact.as_str()) {
+        what.push(format!(
+            "image {} instead of {}",
+            image.unwrap_or("none"),
+            spec.artifact
+        ));
+    }
+    if label(LABEL_APP_VERSION) != Some(spec.version.as_str()) {
+        what.push(format!(
+            "version {} instead of {}",
+            label(LABEL_APP_VERSION).unwrap_or("none"),
+            spec.version
+        ));
+    }
+    (!what.is_empty()).then(|| what.join("; "))
+}
+
+/// A zone found drifted from its deployment, and what became of it (on
+/// `mot-deployment-complete-events`, key: deployment id, event type `DeploymentDrift.completed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftReport {
+    pub deployment_id: Uuid,
+    pub generation: u64,
+    pub region: RegionName,
+    pub zone: ZoneName,
+    pub app: AppName,
+    pub event: DriftEvent,
+}
+
+impl Validate for DriftReport {}
+
+/// One step of a drift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DriftEvent {
+    /// The zone no longer runs what was asked; `what` says how.
+    Detected { what: String, time_us: i64 },
+    /// mot put the deployment back and the scheduler runs it again.
+    Mended { what: String, time_us: i64 },
+    /// The drift went away without mot (`"drift": "report"`, set right by hand).
+    Resolved { what: String, time_us: i64 },
+}
+
+impl DriftEvent {
+    /// When it happened.
+    pub fn time_us(&self) -> i64 {
+        match self {
+            DriftEvent::Detected { time_us, .. }
+            | DriftEvent::Mended { time_us, .. }
+            | DriftEvent::Resolved { time_us, .. } => *time_us,
+        }
+    }
+
+    /// Its kind on the timeline.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DriftEvent::Detected { .. } => "drift-detected",
+            DriftEvent::Mended { .. } => "mended",
+            DriftEvent::Resolved { .. } => "drift-resolved",
+        }
+    }
+
+    /// What differed.
+    pub fn what(&self) -> &str {
+        match self {
+            DriftEvent::Detected { what, .. }
+            | DriftEvent::Mended { what, .. }
+            | DriftEvent::Resolved { what, .. } => what,
+        }
     }
 }
 
@@ -186,6 +323,7 @@ mod tests {
                 ports: vec![],
                 health_check: None,
                 env: Default::default(),
+                drift: Default::default(),
             },
         }
     }
@@ -259,6 +397,80 @@ mod tests {
                 time_us: 2000,
             })
         );
+    }
+
+    fn app_of(launch: &LaunchRequested) -> App {
+        crate::actors::deployment_operation::marathon_app(launch)
+    }
+
+    #[test]
+    fn a_zone_running_what_was_asked_has_no_drift() {
+        let asked = launch(3);
+        assert_eq!(difference(&asked, Some(&app_of(&asked))), None);
+    }
+
+    #[test]
+    fn each_drift_is_named() {
+        let asked = launch(3);
+        assert_eq!(
+            difference(&asked, None).as_deref(),
+            Some("the app is missing from the scheduler")
+        );
+        let mut scaled = app_of(&asked);
+        scaled.instances = 5;
+        assert_eq!(
+            difference(&asked, Some(&scaled)).as_deref(),
+            Some("instances 5 instead of 1")
+        );
+        let older = app_of(&launch(2));
+        let what = difference(&asked, Some(&older)).unwrap();
+        assert!(
+            what.starts_with("it runs deployment 00000000-0000-0000-0000-000000000002"),
+            "{what}"
+        );
+        assert!(what.contains("version 1.0.2 instead of 1.0.3"), "{what}");
+        let mut by_hand = app_of(&asked);
+        by_hand.labels.clear();
+        by_hand.container = None;
+        let what = difference(&asked, Some(&by_hand)).unwrap();
+        assert!(
+            what.contains("mot did not put there") && what.contains("image none"),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn a_newer_deployment_on_the_scheduler_is_never_drift() {
+        assert_eq!(difference(&launch(3), Some(&app_of(&launch(4)))), None);
+    }
+
+    #[test]
+    fn a_failed_launch_is_what_the_zone_should_run_until_something_newer() {
+        let before = after(&[1]);
+        let asked =
+            ZoneDesired::asked(before.as_ref(), &region(), &zone(), &launch(2), 77).unwrap();
+        assert_eq!(asked.launch.generation, 2);
+        assert_eq!(
+            asked.history,
+            before.as_ref().unwrap().history,
+            "not applied"
+        );
+        assert_eq!(
+            ZoneDesired::asked(Some(&asked), &region(), &zone(), &launch(2), 99),
+            None
+        );
+        // A late launch older than what was asked is superseded by it, at the time it was asked.
+        assert_eq!(
+            decide(Some(&asked), &zone(), &launch(1)),
+            Decision::Report(ZoneOutcome::Superseded {
+                zone: zone(),
+                by: Uuid::from_u128(2),
+                by_generation: 2,
+                time_us: 77,
+            })
+        );
+        // Replayed, the failed launch is tried again.
+        assert_eq!(decide(Some(&asked), &zone(), &launch(2)), Decision::Apply);
     }
 
     #[test]

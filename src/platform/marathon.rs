@@ -13,6 +13,12 @@ use super::calls;
 /// Label holding the deployment that last set an app, so a re-delivered launch is recognised.
 pub const LABEL_DEPLOYMENT_ID: &str = "mot-deployment-id";
 
+/// Label with the generation of the deployment that launched the app.
+pub const LABEL_GENERATION: &str = "mot-generation";
+
+/// Label with the app version a deployment asked for.
+pub const LABEL_APP_VERSION: &str = "mot-app-version";
+
 /// An app definition, as Marathon takes and returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -213,6 +219,35 @@ impl MarathonClient {
             })
         } else {
             Err(refused(resp).await)
+        }
+    }
+}
+
+impl MarathonClient {
+    /// `DELETE /v2/apps/{id}`: removes the app and its tasks; `false` when Marathon did not know
+    /// it (already gone).
+    pub async fn delete_app(&self, id: &str) -> Result<bool, MarathonError> {
+        let url = format!("{}/v2/apps/{}", self.base, id.trim_start_matches('/'));
+        let span = client_span("DELETE", "/v2/apps/{id}", &url);
+        let started = std::time::Instant::now();
+        let resp = traced(self.http.delete(&url), &span)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .instrument(span.clone())
+            .await;
+        let ok = resp
+            .as_ref()
+            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
+        calls::record("marathon", "DELETE /v2/apps/{id}", ok, started.elapsed());
+        let resp = resp.map_err(unreachable)?;
+        span.record(
+            "http.response.status_code",
+            i64::from(resp.status().as_u16()),
+        );
+        match resp.status().as_u16() {
+            404 => Ok(false),
+            s if (200..300).contains(&s) => Ok(true),
+            _ => Err(refused(resp).await),
         }
     }
 }

@@ -39,6 +39,8 @@ struct ZoneState {
     /// PUTs that changed an app, by the deployment id it carried (`mot-deployment-id`): how
     /// often each deployment was launched in the zone.
     puts_by_deployment: BTreeMap<String, u64>,
+    /// DELETEs that removed an app.
+    deletes: u64,
     failing_health: BTreeSet<String>,
     /// Consul's index: bumps on every change, including a task's checks starting to pass.
     index: u64,
@@ -227,6 +229,10 @@ impl Platform {
                 .route("/{zone}/marathon/v2/apps", web::get().to(list_apps))
                 .route("/{zone}/marathon/v2/apps/{id}", web::get().to(get_app))
                 .route("/{zone}/marathon/v2/apps/{id}", web::put().to(put_app))
+                .route(
+                    "/{zone}/marathon/v2/apps/{id}",
+                    web::delete().to(delete_app),
+                )
                 .route("/{zone}/mesos/master/state", web::get().to(mesos_state))
                 .route(
                     "/{zone}/consul/v1/catalog/services",
@@ -301,6 +307,30 @@ async fn get_app(p: P, path: web::Path<(String, String)>) -> HttpResponse {
 async fn put_app(p: P, path: web::Path<(String, String)>, body: web::Json<App>) -> HttpResponse {
     let (zone, id) = path.into_inner();
     p.put_app(&zone, &id, body.into_inner())
+}
+
+async fn delete_app(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, id) = path.into_inner();
+    let id = format!("/{}", id.trim_start_matches('/'));
+    p.with_zone(&zone, |z| {
+        if z.scheduler_down {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({"message": "Marathon is not available"}));
+        }
+        match z.apps.remove(&id) {
+            Some(_) => {
+                z.changes += 1;
+                z.index += 1;
+                z.deletes += 1;
+                HttpResponse::Ok().json(
+                    json!({"version": "deleted", "deploymentId": uuid::Uuid::new_v4().to_string()}),
+                )
+            }
+            None => HttpResponse::NotFound()
+                .json(json!({"message": format!("App '{id}' does not exist")})),
+        }
+    })
+    .unwrap_or_else(|| no_zone(&zone))
 }
 
 async fn mesos_state(p: P, path: web::Path<String>) -> HttpResponse {
@@ -600,7 +630,7 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
 async fn stats(p: P, path: web::Path<String>) -> HttpResponse {
     let zone = path.into_inner();
     p.with_zone(&zone, |z| {
-        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "puts_by_deployment": z.puts_by_deployment, "apps": z.apps.len(), "consul_reads": z.consul_reads, "consul_index": z.index}))
+        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "puts_by_deployment": z.puts_by_deployment, "deletes": z.deletes, "apps": z.apps.len(), "consul_reads": z.consul_reads, "consul_index": z.index}))
     })
     .unwrap_or_else(|| no_zone(&zone))
 }

@@ -25,6 +25,8 @@ pub struct ZoneRow {
     pub status: String,
     pub reason: Option<String>,
     pub event_time_ms: Option<i64>,
+    /// The zone's drift from the deployment, as JSON `{detected_at_ms, what}`.
+    pub drift: Option<String>,
 }
 
 /// One instance of a deployment.
@@ -107,7 +109,7 @@ impl Projections {
             ))
             .await?,
             zones: p(format!(
-                "SELECT region, zone, desired, running, healthy, status, reason, event_time \
+                "SELECT region, zone, desired, running, healthy, status, reason, event_time, drift \
                  FROM {ks}.deployment_zones WHERE deployment_id = ?"
             ))
             .await?,
@@ -214,6 +216,7 @@ impl Projections {
             Option<String>,
             Option<String>,
             Option<CqlTimestamp>,
+            Option<String>,
         );
         let rows = self
             .session
@@ -222,7 +225,7 @@ impl Projections {
             .into_rows_result()?;
         let mut out = Vec::new();
         for row in rows.rows::<Row>()? {
-            let (region, zone, desired, running, healthy, status, reason, time) = row?;
+            let (region, zone, desired, running, healthy, status, reason, time, drift) = row?;
             out.push(ZoneRow {
                 region,
                 zone,
@@ -232,6 +235,7 @@ impl Projections {
                 status: status.unwrap_or_else(|| "pending".into()),
                 reason,
                 event_time_ms: time.map(|t| t.0),
+                drift,
             });
         }
         Ok(out)

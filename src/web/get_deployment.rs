@@ -93,10 +93,11 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
                 Some(z) => json!({
                     "zone": name, "status": z.status, "desired": z.desired, "running": z.running,
                     "healthy": z.healthy, "reason": z.reason, "last_event_ms": z.event_time_ms,
+                    "drift": z.drift.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
                 }),
                 None => json!({
                     "zone": name, "status": "pending", "desired": null, "running": null,
-                    "healthy": null, "reason": null, "last_event_ms": null,
+                    "healthy": null, "reason": null, "last_event_ms": null, "drift": null,
                 }),
             })
             .collect();

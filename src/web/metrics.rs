@@ -111,6 +111,31 @@ pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
             escape(&topic)
         );
     }
+    let drift: [Series; 3] = [
+        (
+            "mot_drift_detected_total",
+            "Zones found no longer running what was asked (deleted, scaled or replaced by hand, never launched).",
+            |c| c.drifts_detected,
+        ),
+        (
+            "mot_drift_mended_total",
+            "Drifted zones put back: the scheduler runs the deployment again.",
+            |c| c.mended,
+        ),
+        (
+            "mot_drift_mend_failures_total",
+            "Mends the scheduler refused or did not answer, each retried with backoff.",
+            |c| c.mend_failures,
+        ),
+    ];
+    for (name, help, get) in drift {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (agent, region, counters) in &agents {
+            if agent == <crate::actors::deployment_mending::DeploymentMendingAgent as crate::actors::pipeline::Agent>::NAME {
+                let _ = writeln!(out, "{name}{{region=\"{region}\"}} {}", get(counters));
+            }
+        }
+    }
     let platform = crate::platform::calls::snapshot();
     let _ = writeln!(
         out,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::error::{ApiError, FieldProblem};
 use super::AppState;
 use crate::models::deployment::{
-    DeploymentRequested, DeploymentSpec, HealthCheck, Resources, Target,
+    DeploymentRequested, DeploymentSpec, DriftPolicy, HealthCheck, Resources, Target,
 };
 use crate::models::envelope::{now_us, Envelope, Kind};
 use crate::topics::names::{AppName, RegionName, ZoneName};
@@ -47,6 +47,9 @@ struct Body {
     #[serde(default)]
     env: BTreeMap<String, String>,
     targets: Vec<TargetBody>,
+    /// `mend` (the default) or `report`.
+    #[serde(default)]
+    drift: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +308,17 @@ fn validate(body: Body, state: &AppState) -> Result<(DeploymentSpec, Vec<Target>
         }
     }
 
+    let drift = match body.drift.as_deref() {
+        None | Some("mend") => DriftPolicy::Mend,
+        Some("report") => DriftPolicy::Report,
+        Some(other) => {
+            bad(
+                "drift".into(),
+                format!("must be `mend` or `report`, not `{other}`"),
+            );
+            DriftPolicy::Mend
+        }
+    };
     let targets = validate_targets(&body.targets, state, &mut bad);
     match (problems.is_empty(), app) {
         (true, Ok(app)) => Ok((
@@ -323,6 +337,7 @@ fn validate(body: Body, state: &AppState) -> Result<(DeploymentSpec, Vec<Target>
                     interval_secs: h.interval_secs,
                 }),
                 env: body.env,
+                drift,
             },
             targets,
         )),

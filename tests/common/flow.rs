@@ -152,7 +152,8 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
             Some(actix_web::web::Data::new(
                 AppState::connect(topology.clone()).await.unwrap(),
             )),
-            Registry::default(),
+            // The agents' own counters: /metrics shows what they did.
+            registry.clone(),
             std::sync::Arc::new(mot::web::readyz::Readiness::new(
                 &topology,
                 registry.store.clone(),
@@ -249,11 +250,19 @@ impl Flow {
 
     /// POSTs version `version` of checkout-web to `targets`, answering the deployment id.
     pub async fn post_version(&self, version: &str, targets: Value) -> String {
-        let body = json!({
+        self.post_with(version, targets, json!({})).await
+    }
+
+    /// [`Self::post_version`] with the fields of `extra` added to the request.
+    pub async fn post_with(&self, version: &str, targets: Value, extra: Value) -> String {
+        let mut body = json!({
             "app": "checkout-web", "version": version, "artifact": format!("registry.example.com/checkout-web:{version}"),
             "instances_per_zone": 2, "resources": {"cpus": 0.5, "mem_mb": 256}, "ports": [8080],
             "health_check": {"path": "/health", "interval_secs": 10}, "targets": targets,
         });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
         let resp = self
             .http
             .post(format!("{}/deployments", self.url))

@@ -522,6 +522,19 @@ impl Topology {
                 vec![local(home, &catalog::INSTANCE_STATE_CHANGE)],
             );
             push(
+                "DeploymentMendingAgent",
+                vec![
+                    local(home, &catalog::DESIRED_STATE),
+                    local(home, &catalog::MARATHON_APP_STATE),
+                ],
+                vec![
+                    Endpoint::Platform {
+                        api: "scheduler (Marathon), per zone".into(),
+                    },
+                    local(home, &catalog::DEPLOYMENT_COMPLETE_EVENTS),
+                ],
+            );
+            push(
                 "DeploymentStateAgent",
                 vec![
                     local(home, &catalog::INSTANCE_STATE_CHANGE),
