@@ -27,6 +27,8 @@ struct TestApp {
     client: reqwest::Client,
     /// The agents' counters the app's `/metrics` shows.
     registry: Registry,
+    /// The test's keyspace, dropped with it.
+    _keyspace: common::DropKeyspace,
 }
 
 /// Spawns the API on port 0 with a fresh, migrated keyspace; `central_bootstrap` overrides the
@@ -88,6 +90,7 @@ async fn spawn_app_custom(central_bootstrap: Option<&str>, central_name: Option<
     );
     TestApp {
         url: format!("http://127.0.0.1:{port}"),
+        _keyspace: common::DropKeyspace(topology.config().cassandra.clone()),
         topology,
         client: reqwest::Client::new(),
         registry,

@@ -59,6 +59,7 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
     std::fs::write(file.path(), &text).unwrap();
     let config = Config::load(file.path()).unwrap();
     common::migrated(&config).await;
+    let _keyspace = common::DropKeyspace(config.cassandra.clone());
     let mut sim_urls = BTreeMap::new();
     for (region, listener) in sims {
         sim_urls.insert(

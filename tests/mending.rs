@@ -291,3 +291,94 @@ async fn with_drift_report_a_zone_scaled_by_hand_is_reported_not_mended() {
     let body: Value = bad.json().await.unwrap();
     assert_eq!(body["error"]["fields"][0]["field"], "drift", "{body}");
 }
+
+#[actix_web::test]
+async fn an_app_removed_is_gone_from_every_zone_and_stays_gone_until_deployed_again() {
+    let flow = start().await;
+    let (t, p) = (flow.test_region.clone(), flow.prod_region.clone());
+    let id = flow.post(json!([{"region": t}, {"region": p}])).await;
+    flow.deployment_until(&id, "healthy", |v| v["status"] == "healthy")
+        .await;
+    let by_hand = flow.app(&p, "b").await["app"].clone();
+
+    let delete = |path: String| flow.http.delete(format!("{}{path}", flow.url)).send();
+    let bad = delete("/apps/checkout-web?regions=production-nowhere-1".into())
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["fields"][0]["field"], "regions[0]", "{body}");
+    let unknown = delete("/apps/never-deployed-here".into()).await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+
+    let removed = delete(format!("/apps/checkout-web?regions={t},{p}"))
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 202);
+    let body: Value = removed.json().await.unwrap();
+    assert_eq!(body["generation"], 2, "{body}");
+    assert_eq!(body["regions"], json!([t, p]));
+
+    let view = flow
+        .deployment_until(&id, "removed", |v| v["status"] == "removed")
+        .await;
+    for region in view["regions"].as_array().unwrap() {
+        for zone in region["zones"].as_array().unwrap() {
+            assert_eq!(zone["status"], "removed", "{view:#}");
+        }
+    }
+    for region in [&t, &p] {
+        for zone in ["a", "b", "c"] {
+            assert!(
+                flow.app(region, zone).await["app"].is_null(),
+                "{region}/{zone} still runs the app"
+            );
+        }
+    }
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    let removals = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "removed" && e["subject"] == "scheduler")
+        .count();
+    assert_eq!(removals, 6, "{events:#}");
+
+    // Put back by hand in one zone: removed again.
+    let mut app = by_hand.clone();
+    for field in ["tasks", "tasksRunning", "tasksHealthy", "version"] {
+        app.as_object_mut().unwrap().remove(field);
+    }
+    let put = flow
+        .http
+        .put(format!("{}/b/marathon/v2/apps/checkout-web", flow.sim(&p)))
+        .json(&app)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    app_until(&flow, &p, "b", "removed again", |a| a["app"].is_null()).await;
+    let events = drift_until(&flow, &id, "the removal mended", |e| {
+        e.iter().any(|(k, _)| k == "mended")
+    })
+    .await;
+    assert_eq!(
+        events[0],
+        (
+            "drift-detected".to_owned(),
+            "the app runs though it was removed".to_owned()
+        )
+    );
+    assert_eq!(flow.stats(&p, "a").await["deletes"], 1, "removed once");
+
+    // A later deployment puts the app back.
+    let again = flow
+        .post_version("1.4.3", json!([{"region": p, "zones": ["a"]}]))
+        .await;
+    flow.deployment_until(&again, "healthy", |v| v["status"] == "healthy")
+        .await;
+    assert_eq!(
+        flow.app(&p, "a").await["app"]["labels"]["mot-deployment-id"],
+        again.as_str()
+    );
+}

@@ -210,6 +210,14 @@ impl Agent for CompleteEventArchivalAgent {
                     "scheduler-failed",
                     serde_json::json!({"reason": reason}),
                 ),
+                ZoneOutcome::Removed {
+                    by, by_generation, ..
+                } => (
+                    ZoneStatus::Removed,
+                    Some(format!("removed by {by} (generation {by_generation})")),
+                    "removed",
+                    serde_json::json!({"by": by, "by_generation": by_generation}),
+                ),
                 ZoneOutcome::Superseded {
                     by, by_generation, ..
                 } => (

@@ -11,8 +11,10 @@
 //! service layer accepted them; each carries the deployment's generation, by which the regions
 //! tell a newer deployment from a replayed older one.
 
-use crate::models::deployment::{DeploymentRequested, LaunchRequested};
-use crate::models::envelope::{Envelope, Kind};
+use crate::models::deployment::{
+    DeploymentRequested, LaunchRequested, RemovalLaunch, RemovalRequested,
+};
+use crate::models::envelope::{Envelope, Kind, HEADER_EVENT_TYPE};
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
@@ -62,6 +64,45 @@ pub fn launch_events(
         .collect()
 }
 
+/// The removal events of one removal request, in target order, on the same topics as the app's
+/// launches (so one partition orders them).
+pub fn removal_events(
+    request: &Envelope<RemovalRequested>,
+    cause: &Incoming,
+) -> Result<Vec<Outgoing>, String> {
+    let base = catalog::DEPLOYMENT_LAUNCH_EVENTS.base();
+    let r = &request.payload;
+    r.targets
+        .iter()
+        .map(|target| {
+            let removal = RemovalLaunch {
+                removal_id: r.id,
+                generation: r.generation,
+                app: r.app.clone(),
+                region: target.region.clone(),
+                zones: target.zones.clone(),
+            };
+            let json = serde_json::to_vec(&removal).map_err(|e| e.to_string())?;
+            let head = Envelope::derived(
+                Kind::Requested,
+                r.app.as_str(),
+                request.origin.clone(),
+                request.time_us,
+                &format!("{}/{}", request.id, target.region),
+                (),
+            );
+            Outgoing::envelope(
+                TopicName::to_region(&base, &target.region),
+                "RemovalLaunch",
+                head,
+                &json,
+                cause,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 impl Agent for DeploymentFanOutAgent {
     const NAME: &'static str = "DeploymentFanOutAgent";
 
@@ -78,6 +119,22 @@ impl Agent for DeploymentFanOutAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        if incoming
+            .header(HEADER_EVENT_TYPE)
+            .is_some_and(|t| t.starts_with(b"RemovalRequested."))
+        {
+            let request = match incoming.decode::<RemovalRequested>() {
+                Ok(request) => request,
+                Err(rejected) => return rejected,
+            };
+            if request.origin != self.central {
+                return Outcome::Skip;
+            }
+            return match removal_events(&request, incoming) {
+                Ok(events) => Outcome::Publish(events),
+                Err(reason) => Outcome::Reject(reason),
+            };
+        }
         let request = match incoming.decode::<DeploymentRequested>() {
             Ok(request) => request,
             Err(rejected) => return rejected,

@@ -7,11 +7,16 @@
 //! A zone has drifted when its scheduler no longer runs that deployment: the app deleted, scaled
 //! or replaced (image, version, labels) by hand, or never launched because the scheduler was down
 //! (the operation agent records a launch the scheduler did not take as what the zone should run).
+//! A difference seen in the poller's news is first confirmed by reading the app from the
+//! scheduler itself (the news may be late): only a confirmed drift is reported or mended.
 //! Each drift is reported (`DriftReport` on `mot-deployment-complete-events`: the timeline shows
 //! `drift-detected` naming what differed, then `mended`, and GET the zone's drift) and, unless the
 //! deployment asked `"drift": "report"`, mended: the deployment is put back. A mend the scheduler
 //! refuses is retried on the agent's tick with capped backoff (1 s doubling to 60 s), never in a
 //! tight loop.
+//!
+//! A removal (`DELETE /apps/{app}`) is a desired state too: an app removed from a zone and put
+//! back there by hand is removed again.
 //!
 //! Never a newer deployment mended back to an older one: a scheduler running a higher generation
 //! than the desired state knows is not drift (the desired state has not caught up yet), and the
@@ -24,7 +29,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::ZoneConfig;
-use crate::models::deployment::DriftPolicy;
+use crate::models::deployment::{DeploymentCompleted, DriftPolicy, ZoneOutcome};
 use crate::models::desired::{self, DriftEvent, DriftReport, ZoneDesired};
 use crate::models::envelope::{now_us, Envelope, Kind};
 use crate::models::state::MarathonAppState;
@@ -57,16 +62,12 @@ struct Observed {
     app: Option<App>,
 }
 
-/// A drift being reported and mended.
+/// A drift reported and being mended.
 #[derive(Debug, Clone)]
 struct Drift {
     what: String,
     /// The deployment it is a drift from.
     deployment: uuid::Uuid,
-    /// Mends tried and failed.
-    failures: u32,
-    /// The next mend not before this.
-    next_mend: Instant,
     /// When the last mend was accepted by the scheduler, microseconds.
     mended_at_us: Option<i64>,
 }
@@ -77,6 +78,10 @@ struct Tracked {
     desired: Option<ZoneDesired>,
     observed: Option<Observed>,
     drift: Option<Drift>,
+    /// Reads or mends the scheduler refused in a row.
+    failures: u32,
+    /// The scheduler is not asked again before this.
+    next_attempt: Option<Instant>,
 }
 
 /// The agent.
@@ -120,7 +125,9 @@ impl DeploymentMendingAgent {
         key
     }
 
-    /// Checks one app in one zone: reports a drift found, or gone, and mends it when it is time.
+    /// Checks one app in one zone: a difference between what was asked and what the poller saw is
+    /// confirmed by reading the scheduler itself (the poller's news may be late), then reported,
+    /// and mended; a drift that was reported and is gone is reported ended.
     async fn check(&mut self, key: &str) -> Result<Vec<Outgoing>, String> {
         let now = now_us();
         let Some(tracked) = self.tracked.get(key) else {
@@ -129,30 +136,11 @@ impl DeploymentMendingAgent {
         let Some(desired) = tracked.desired.clone() else {
             return Ok(Vec::new());
         };
-        let launch = &desired.launch;
         let observed_app = tracked.observed.as_ref().and_then(|o| o.app.as_ref());
-        let mut out = Vec::new();
-        let Some(what) = desired::difference(launch, observed_app) else {
-            // In step. A drift that was reported ends here: mended by mot, or set right otherwise.
-            if let Some(drift) = self.tracked.get_mut(key).and_then(|t| t.drift.take()) {
-                let time_us = tracked_time(self.tracked.get(key)).unwrap_or(now);
-                let event = match drift.mended_at_us {
-                    Some(_) => {
-                        Counters::add(&self.counters.mended, 1);
-                        DriftEvent::Mended {
-                            what: drift.what,
-                            time_us,
-                        }
-                    }
-                    None => DriftEvent::Resolved {
-                        what: drift.what,
-                        time_us,
-                    },
-                };
-                out.push(self.report(&desired, drift.deployment, event)?);
-            }
-            return Ok(out);
-        };
+        if desired::drift_of(&desired, observed_app).is_none() {
+            let time_us = tracked_time(Some(tracked)).unwrap_or(now);
+            return self.in_step(key, &desired, time_us);
+        }
         let since = tracked
             .drift
             .as_ref()
@@ -164,11 +152,31 @@ impl DeploymentMendingAgent {
             .as_ref()
             .is_some_and(|o| o.time_us > since + MARGIN.as_micros() as i64);
         let settled = now > since.max(self.started_us) + SETTLE.as_micros() as i64;
-        if !(fresh || settled) {
-            return Ok(out);
+        if !(fresh || settled) || tracked.next_attempt.is_some_and(|t| Instant::now() < t) {
+            return Ok(Vec::new());
         }
-        if let Some(old) = tracked
-            .drift
+        // Confirmed with the scheduler itself, or not at all.
+        let live = match self.read_live(&desired).await {
+            Ok(live) => live,
+            Err(e) => {
+                self.failed(key, &desired, &e);
+                return Ok(Vec::new());
+            }
+        };
+        self.observe(
+            key.to_owned(),
+            Observed {
+                time_us: now,
+                app: live.clone(),
+            },
+        );
+        let Some(what) = desired::drift_of(&desired, live.as_ref()) else {
+            return self.in_step(key, &desired, now);
+        };
+        let launch = &desired.launch;
+        let mut out = Vec::new();
+        let open = self.tracked.get(key).and_then(|t| t.drift.clone());
+        if let Some(old) = open
             .as_ref()
             .filter(|d| d.deployment != launch.deployment_id)
         {
@@ -182,15 +190,10 @@ impl DeploymentMendingAgent {
                 },
             )?);
         }
-        if tracked
-            .drift
+        if open
             .as_ref()
             .is_none_or(|d| d.deployment != launch.deployment_id)
         {
-            let time_us = match (&tracked.observed, fresh) {
-                (Some(o), true) => o.time_us,
-                _ => now,
-            };
             tracing::warn!(region = %self.region, zone = %desired.zone, app = %desired.app,
                 deployment = %launch.deployment_id, %what, "zone drifted from its deployment");
             Counters::add(&self.counters.drifts_detected, 1);
@@ -199,69 +202,165 @@ impl DeploymentMendingAgent {
                 launch.deployment_id,
                 DriftEvent::Detected {
                     what: what.clone(),
-                    time_us,
+                    time_us: now,
                 },
             )?);
             if let Some(t) = self.tracked.get_mut(key) {
                 t.drift = Some(Drift {
                     what,
                     deployment: launch.deployment_id,
-                    failures: 0,
-                    next_mend: Instant::now(),
                     mended_at_us: None,
                 });
             }
         }
-        let drift = self
-            .tracked
-            .get(key)
-            .and_then(|t| t.drift.clone())
-            .expect("a drift was just recorded");
-        if launch.spec.drift == DriftPolicy::Report || Instant::now() < drift.next_mend {
+        if launch.spec.drift == DriftPolicy::Report {
+            // Reported; looked at again on the next news of the zone, or in a while.
+            if let Some(t) = self.tracked.get_mut(key) {
+                t.next_attempt = Some(Instant::now() + MAX_MEND_BACKOFF);
+            }
             return Ok(out);
         }
-        let mended = self.mend(&desired).await;
-        if let Some(d) = self.tracked.get_mut(key).and_then(|t| t.drift.as_mut()) {
-            match mended {
-                Ok(at) => {
-                    d.mended_at_us = Some(at);
-                    d.failures = 0;
-                    // Checked again once the poller has seen the mend, not before.
-                    d.next_mend = Instant::now() + MARGIN + SETTLE;
+        match self.mend(&desired).await {
+            Ok(at) => {
+                if let Some(removal) = desired.removed() {
+                    // The removal is done now: the deployments it removed are reported so.
+                    for (id, generation) in desired.to_remove() {
+                        let completed = DeploymentCompleted {
+                            deployment_id: id,
+                            generation,
+                            region: self.region.clone(),
+                            app: desired.app.clone(),
+                            version: String::new(),
+                            zones: vec![ZoneOutcome::Removed {
+                                zone: desired.zone.clone(),
+                                by: removal.removal_id,
+                                by_generation: removal.generation,
+                                time_us: at,
+                            }],
+                        };
+                        out.push(self.completed(&completed, at)?);
+                    }
                 }
-                Err(e) => {
-                    d.failures += 1;
-                    let pause = TICK
-                        .saturating_mul(1 << d.failures.min(10))
-                        .min(MAX_MEND_BACKOFF);
-                    d.next_mend = Instant::now() + pause;
-                    Counters::add(&self.counters.mend_failures, 1);
-                    tracing::warn!(region = %self.region, zone = %desired.zone, app = %desired.app,
-                        error = %e, retry_in_ms = pause.as_millis() as u64, "mend refused; retrying later");
+                if let Some(t) = self.tracked.get_mut(key) {
+                    t.failures = 0;
+                    // Looked at again once the poller has seen the mend, not before.
+                    t.next_attempt = Some(Instant::now() + MARGIN + SETTLE);
+                    if let Some(d) = t.drift.as_mut() {
+                        d.mended_at_us = Some(at);
+                    }
                 }
             }
+            Err(e) => self.failed(key, &desired, &e),
         }
         Ok(out)
     }
 
-    /// Puts the desired deployment back on its zone's scheduler; answers when it was accepted.
+    /// The zone runs what was asked: a drift that was open ends, mended by mot or set right
+    /// otherwise, at `time_us` (when that was seen).
+    fn in_step(
+        &mut self,
+        key: &str,
+        desired: &ZoneDesired,
+        time_us: i64,
+    ) -> Result<Vec<Outgoing>, String> {
+        let Some(t) = self.tracked.get_mut(key) else {
+            return Ok(Vec::new());
+        };
+        t.failures = 0;
+        t.next_attempt = None;
+        let Some(drift) = t.drift.take() else {
+            return Ok(Vec::new());
+        };
+        let event = match drift.mended_at_us {
+            Some(_) => {
+                Counters::add(&self.counters.mended, 1);
+                DriftEvent::Mended {
+                    what: drift.what,
+                    time_us,
+                }
+            }
+            None => DriftEvent::Resolved {
+                what: drift.what,
+                time_us,
+            },
+        };
+        Ok(vec![self.report(desired, drift.deployment, event)?])
+    }
+
+    /// A read or a mend the scheduler refused or did not answer: tried again later, with backoff.
+    fn failed(&mut self, key: &str, desired: &ZoneDesired, error: &str) {
+        let Some(t) = self.tracked.get_mut(key) else {
+            return;
+        };
+        t.failures += 1;
+        let pause = TICK
+            .saturating_mul(1 << t.failures.min(10))
+            .min(MAX_MEND_BACKOFF);
+        t.next_attempt = Some(Instant::now() + pause);
+        Counters::add(&self.counters.mend_failures, 1);
+        tracing::warn!(region = %self.region, zone = %desired.zone, app = %desired.app,
+            %error, retry_in_ms = pause.as_millis() as u64, "zone not mended; retrying later");
+    }
+
+    /// The app as the zone's scheduler has it now (`None`: it has none).
+    async fn read_live(&self, desired: &ZoneDesired) -> Result<Option<App>, String> {
+        let zone = self
+            .zones
+            .iter()
+            .find(|z| z.name == desired.zone)
+            .ok_or_else(|| format!("{} has no zone {}", self.region, desired.zone))?;
+        MarathonClient::new(&zone.marathon, self.http.clone())
+            .app(&format!("/{}", desired.app))
+            .await
+            .map_err(|e| e.message)
+    }
+
+    /// Puts the desired deployment back on its zone's scheduler (or, with a removal in force,
+    /// removes the app); answers when the scheduler took it.
     async fn mend(&self, desired: &ZoneDesired) -> Result<i64, String> {
         let zone = self
             .zones
             .iter()
             .find(|z| z.name == desired.zone)
             .ok_or_else(|| format!("{} has no zone {}", self.region, desired.zone))?;
+        let client = MarathonClient::new(&zone.marathon, self.http.clone());
+        if desired.removed().is_some() {
+            client
+                .delete_app(&format!("/{}", desired.app))
+                .await
+                .map_err(|e| e.message)?;
+            tracing::info!(region = %self.region, zone = %desired.zone, app = %desired.app,
+                "mended: the removed app is gone from the scheduler again");
+            return Ok(now_us());
+        }
         let mut app = marathon_app(&desired.launch);
         let at = now_us();
         app.labels
             .insert(LABEL_ACCEPTED_AT.to_owned(), at.to_string());
-        MarathonClient::new(&zone.marathon, self.http.clone())
-            .put_app(&app)
-            .await
-            .map_err(|e| e.message)?;
+        client.put_app(&app).await.map_err(|e| e.message)?;
         tracing::info!(region = %self.region, zone = %desired.zone, app = %desired.app,
             deployment = %desired.launch.deployment_id, "mended: the deployment is back on the scheduler");
         Ok(at)
+    }
+
+    fn completed(&self, completed: &DeploymentCompleted, time_us: i64) -> Result<Outgoing, String> {
+        let json = serde_json::to_vec(completed).map_err(|e| e.to_string())?;
+        let head = Envelope::derived(
+            Kind::Completed,
+            completed.deployment_id.to_string(),
+            self.region.clone(),
+            time_us,
+            "mended removal",
+            (),
+        );
+        Outgoing::envelope(
+            self.output.clone(),
+            "DeploymentCompleted",
+            head,
+            &json,
+            &Incoming::unprompted(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn report(

@@ -27,9 +27,9 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use crate::config::ZoneConfig;
-use crate::models::deployment::{DeploymentCompleted, LaunchRequested, ZoneOutcome};
-use crate::models::desired::{self, Applied, Decision, ZoneDesired};
-use crate::models::envelope::{now_us, Envelope, Kind};
+use crate::models::deployment::{DeploymentCompleted, LaunchRequested, RemovalLaunch, ZoneOutcome};
+use crate::models::desired::{self, Applied, Decision, RemovalMark, ZoneDesired};
+use crate::models::envelope::{now_us, Envelope, Kind, HEADER_EVENT_TYPE};
 use crate::platform::marathon::{
     self, App, Container, Docker, MarathonClient, MarathonHealthCheck, PortDefinition,
 };
@@ -383,6 +383,162 @@ impl DeploymentOperationAgent {
         Ok(out)
     }
 
+    /// Removes the app from every zone of a removal; returns the records to publish: each removed
+    /// deployment reported removed there, and the zones' new desired state.
+    async fn remove(
+        &self,
+        removal: &Envelope<RemovalLaunch>,
+        cause: &Incoming,
+    ) -> Result<Vec<Outgoing>, String> {
+        let r = &removal.payload;
+        let results = join_all(r.zones.iter().map(|zone| async move {
+            let key = desired::key(&self.region, zone, &r.app);
+            let before: Option<ZoneDesired> = self
+                .desired
+                .last(&key)
+                .and_then(|json| serde_json::from_slice(&json).ok());
+            if let Some(mark) = before
+                .as_ref()
+                .and_then(|b| b.removal.as_ref())
+                .filter(|m| m.removal_id == r.removal_id)
+            {
+                // A replay: what it reported the first time.
+                return (zone.clone(), mark.clone(), None);
+            }
+            if before
+                .as_ref()
+                .is_some_and(|b| b.asked_generation() > r.generation)
+            {
+                // Something newer was asked of the zone since: the removal is past.
+                let mark = RemovalMark {
+                    removal_id: r.removal_id,
+                    generation: r.generation,
+                    removed_at_us: removal.time_us,
+                    removed: Vec::new(),
+                };
+                return (zone.clone(), mark, None);
+            }
+            let removed_at_us = self.delete_in(zone, r).await;
+            let mark = RemovalMark {
+                removal_id: r.removal_id,
+                generation: r.generation,
+                // Not removed yet (the scheduler did not answer): the removal stands, the
+                // DeploymentMendingAgent removes the app once the scheduler takes it.
+                removed_at_us: removed_at_us.unwrap_or(removal.time_us),
+                removed: match removed_at_us {
+                    Some(_) => before
+                        .as_ref()
+                        .map(ZoneDesired::to_remove)
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                },
+            };
+            let desired = before.map(|b| b.with_removal(mark.clone()));
+            (zone.clone(), mark, desired)
+        }))
+        .await;
+
+        let cause_id = removal.id.to_string();
+        let mut out = Vec::new();
+        let mut removed: BTreeMap<Uuid, (u64, Vec<ZoneOutcome>)> = BTreeMap::new();
+        for (zone, mark, desired) in results {
+            for (id, generation) in &mark.removed {
+                removed
+                    .entry(*id)
+                    .or_insert_with(|| (*generation, Vec::new()))
+                    .1
+                    .push(ZoneOutcome::Removed {
+                        zone: zone.clone(),
+                        by: r.removal_id,
+                        by_generation: r.generation,
+                        time_us: mark.removed_at_us,
+                    });
+            }
+            if let Some(desired) = desired {
+                let json = serde_json::to_vec(&desired).map_err(|e| e.to_string())?;
+                self.desired
+                    .remember(&desired_group(&desired), &desired.key(), &json);
+                let head = Envelope::derived(
+                    Kind::Updated,
+                    desired.key(),
+                    self.region.clone(),
+                    mark.removed_at_us,
+                    &cause_id,
+                    (),
+                );
+                out.push(
+                    Outgoing::envelope(
+                        self.desired_topic.clone(),
+                        "ZoneDesired",
+                        head,
+                        &json,
+                        cause,
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        for (id, (generation, zones)) in removed {
+            let time_us = zones
+                .iter()
+                .map(ZoneOutcome::time_us)
+                .max()
+                .unwrap_or(removal.time_us);
+            let completed = DeploymentCompleted {
+                deployment_id: id,
+                generation,
+                region: self.region.clone(),
+                app: r.app.clone(),
+                version: String::new(),
+                zones,
+            };
+            out.push(self.complete_event(&completed, time_us, &cause_id, cause)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the app from one zone's scheduler (unless it runs a deployment newer than the
+    /// removal); answers when, or `None` when the scheduler did not answer or refused.
+    async fn delete_in(&self, zone: &ZoneName, removal: &RemovalLaunch) -> Option<i64> {
+        let config = self.zones.iter().find(|z| &z.name == zone)?;
+        let client = MarathonClient::new(&config.marathon, self.http.clone());
+        let app_id = format!("/{}", removal.app);
+        let mut pause = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            let result = async {
+                if let Some(existing) = client.app(&app_id).await? {
+                    let newer = existing
+                        .labels
+                        .get(LABEL_GENERATION)
+                        .and_then(|g| g.parse::<u64>().ok())
+                        .is_some_and(|g| g > removal.generation);
+                    if newer {
+                        return Ok(now_us());
+                    }
+                    client.delete_app(&app_id).await?;
+                }
+                Ok(now_us())
+            }
+            .await;
+            match result {
+                Ok(at) => {
+                    tracing::info!(region = %self.region, %zone, app = %removal.app, removal = %removal.removal_id, "app removed from the scheduler");
+                    return Some(at);
+                }
+                Err(e) => {
+                    let e: marathon::MarathonError = e;
+                    tracing::warn!(region = %self.region, %zone, attempt, error = %e.message, "scheduler did not remove the app");
+                    if !e.transient || attempt == ATTEMPTS {
+                        return None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        None
+    }
+
     fn complete_event(
         &self,
         completed: &DeploymentCompleted,
@@ -436,6 +592,25 @@ impl Agent for DeploymentOperationAgent {
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        if incoming
+            .header(HEADER_EVENT_TYPE)
+            .is_some_and(|t| t.starts_with(b"RemovalLaunch."))
+        {
+            let removal = match incoming.decode::<RemovalLaunch>() {
+                Ok(removal) => removal,
+                Err(rejected) => return rejected,
+            };
+            if removal.payload.region != self.region {
+                return Outcome::Reject(format!(
+                    "removal for {} on {}'s topic",
+                    removal.payload.region, self.region
+                ));
+            }
+            return match self.remove(&removal, incoming).await {
+                Ok(records) => Outcome::Publish(records),
+                Err(reason) => Outcome::Reject(reason),
+            };
+        }
         let launch = match incoming.decode::<LaunchRequested>() {
             Ok(launch) => launch,
             Err(rejected) => return rejected,

@@ -1,13 +1,16 @@
 //! DeploymentStateArchivalAgent (persistence layer, one per region): consumes the region's
 //! `mot-deployment-state-change.<region>` on the central cluster and writes each deployment's
 //! state per zone (`deployment_zones`), a timeline entry per change (`deployment_events`), and
-//! the region's heartbeats (`region_freshness`). A deleted zone state (a later deployment
-//! replaced this one in the zone) is written as superseded.
+//! the region's heartbeats (`region_freshness`). A deleted zone state (the deployment's app left
+//! the zone: replaced by a later deployment, removed, or deleted by hand) is written as no
+//! instance running, and `gone` on the timeline; its status is the region's report of why
+//! (superseded, removed: the CompleteEventArchivalAgent writes it) or, deleted by hand, the drift
+//! the mending agent reports.
 
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::models::envelope::Kind;
-use crate::models::state::{DeploymentZoneState, RegionHeartbeat, ZoneStatus, HEARTBEAT_PREFIX};
+use crate::models::state::{DeploymentZoneState, RegionHeartbeat, HEARTBEAT_PREFIX};
 use crate::topics::catalog;
 use crate::topics::names::RegionName;
 
@@ -19,6 +22,8 @@ pub struct DeploymentStateArchivalAgent {
     region: RegionName,
     archive: Archive,
     zone: PreparedStatement,
+    /// A zone the deployment's app left: counts only.
+    gone: PreparedStatement,
     event: PreparedStatement,
     heartbeat: PreparedStatement,
 }
@@ -53,12 +58,11 @@ impl DeploymentStateArchivalAgent {
             return Outcome::Skip;
         }
         let s = &change.payload;
-        let status = if change.kind == Kind::Deleted {
-            ZoneStatus::Superseded
-        } else {
-            s.status
-        };
         let t = change.time_us;
+        if change.kind == Kind::Deleted {
+            return self.gone(s, t).await;
+        }
+        let status = s.status;
         let counts = (s.desired as i32, s.running as i32, s.healthy as i32);
         let detail = serde_json::json!({
             "desired": s.desired, "running": s.running, "healthy": s.healthy, "version": s.version,
@@ -108,6 +112,51 @@ impl DeploymentStateArchivalAgent {
     }
 }
 
+impl DeploymentStateArchivalAgent {
+    /// The deployment's app left the zone: nothing of it runs there any more.
+    async fn gone(&self, s: &DeploymentZoneState, t: i64) -> Outcome {
+        let written = with_retries("INSERT deployment_zones", || {
+            self.archive.session.execute_unpaged(
+                &self.gone,
+                (
+                    s.deployment_id,
+                    s.region.as_str(),
+                    s.zone.as_str(),
+                    s.app.as_str(),
+                    s.version.as_str(),
+                    s.desired as i32,
+                    timestamp(t),
+                    t,
+                ),
+            )
+        })
+        .await;
+        if let Err(problem) = written {
+            return problem.into();
+        }
+        let detail = serde_json::json!({"desired": s.desired, "version": s.version}).to_string();
+        stored(
+            with_retries("INSERT deployment_events", || {
+                self.archive.session.execute_unpaged(
+                    &self.event,
+                    (
+                        s.deployment_id,
+                        t,
+                        s.region.as_str(),
+                        s.zone.as_str(),
+                        "zone",
+                        "gone",
+                        detail.as_str(),
+                        t,
+                    ),
+                )
+            })
+            .await
+            .map(|_| 2),
+        )
+    }
+}
+
 impl Agent for DeploymentStateArchivalAgent {
     const NAME: &'static str = "DeploymentStateArchivalAgent";
 
@@ -124,6 +173,13 @@ impl Agent for DeploymentStateArchivalAgent {
                     "INSERT INTO {ks}.deployment_zones (deployment_id, region, zone, app, version, \
                      desired, running, healthy, status, reason, event_time) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, null, ?) USING TIMESTAMP ?",
+                )
+                .await?,
+            gone: archive
+                .prepare(
+                    "INSERT INTO {ks}.deployment_zones (deployment_id, region, zone, app, version, \
+                     desired, running, healthy, event_time) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?) \
+                     USING TIMESTAMP ?",
                 )
                 .await?,
             event: archive.prepare(INSERT_EVENT).await?,

@@ -145,6 +145,16 @@ pub enum ZoneOutcome {
         #[serde(default)]
         time_us: i64,
     },
+    /// The app was removed from the zone (`DELETE /apps/{app}`) while this deployment ran there.
+    Removed {
+        zone: ZoneName,
+        /// The removal.
+        by: Uuid,
+        /// Its generation.
+        by_generation: u64,
+        /// When the scheduler removed the app.
+        time_us: i64,
+    },
     /// A newer deployment of the app replaced this one in the zone (or was there first, for a
     /// late or replayed launch): the scheduler was not called.
     Superseded {
@@ -164,6 +174,7 @@ impl ZoneOutcome {
         match self {
             ZoneOutcome::Accepted { zone, .. }
             | ZoneOutcome::Failed { zone, .. }
+            | ZoneOutcome::Removed { zone, .. }
             | ZoneOutcome::Superseded { zone, .. } => zone,
         }
     }
@@ -173,6 +184,7 @@ impl ZoneOutcome {
         match self {
             ZoneOutcome::Accepted { time_us, .. }
             | ZoneOutcome::Failed { time_us, .. }
+            | ZoneOutcome::Removed { time_us, .. }
             | ZoneOutcome::Superseded { time_us, .. } => *time_us,
         }
     }
@@ -231,3 +243,39 @@ pub struct TrafficApplied {
 }
 
 impl Validate for TrafficApplied {}
+
+/// An app to remove from regions (`DELETE /apps/{app}`), as the service layer logs it on
+/// `mot-deployment-requests` (key: the app; event type `RemovalRequested.requested`). A removal
+/// takes its place in the app's history like a deployment: it has a generation, and a later
+/// deployment of the app, with a higher one, puts the app back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemovalRequested {
+    pub id: Uuid,
+    pub generation: u64,
+    pub app: AppName,
+    pub targets: Vec<Target>,
+}
+
+impl Validate for RemovalRequested {}
+
+/// What one region is asked to remove (on `mot-deployment-launch-events-<env>-<region>` with the
+/// app's launches, key: the app, event type `RemovalLaunch.requested`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemovalLaunch {
+    pub removal_id: Uuid,
+    pub generation: u64,
+    pub app: AppName,
+    pub region: RegionName,
+    pub zones: Vec<ZoneName>,
+}
+
+impl Validate for RemovalLaunch {
+    fn validate(&self) -> Result<(), String> {
+        if self.zones.is_empty() {
+            return Err("zones must not be empty".into());
+        }
+        Ok(())
+    }
+}

@@ -53,6 +53,21 @@ pub struct ZoneDesired {
     pub asked_at_us: i64,
     /// The deployments applied, oldest first (by generation), at most [`HISTORY`].
     pub history: Vec<Applied>,
+    /// The app's last removal from the zone; in force while newer than `launch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<RemovalMark>,
+}
+
+/// A removal of the app from a zone (`DELETE /apps/{app}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemovalMark {
+    pub removal_id: Uuid,
+    pub generation: u64,
+    /// When the scheduler removed the app, microseconds.
+    pub removed_at_us: i64,
+    /// The deployments it removed from the zone (what a replay reports again).
+    pub removed: Vec<(Uuid, u64)>,
 }
 
 impl ZoneDesired {
@@ -64,6 +79,40 @@ impl ZoneDesired {
     /// The newest deployment applied.
     pub fn newest(&self) -> Option<&Applied> {
         self.history.last()
+    }
+
+    /// The removal in force: the app was removed after the newest launch asked for.
+    pub fn removed(&self) -> Option<&RemovalMark> {
+        self.removal
+            .as_ref()
+            .filter(|r| r.generation > self.launch.generation)
+    }
+
+    /// The generation of the newest thing asked of the zone, launch or removal.
+    pub fn asked_generation(&self) -> u64 {
+        self.removed()
+            .map_or(self.launch.generation, |r| r.generation)
+    }
+
+    /// The deployments a removal would remove from the zone now: the one asked for last, and the
+    /// one applied last if that differs (a newer launch that failed there).
+    pub fn to_remove(&self) -> Vec<(Uuid, u64)> {
+        let mut ids = vec![(self.launch.deployment_id, self.launch.generation)];
+        if let Some(newest) = self
+            .newest()
+            .filter(|n| n.deployment_id != self.launch.deployment_id)
+        {
+            ids.push((newest.deployment_id, newest.generation));
+        }
+        ids
+    }
+
+    /// This state with `removal` in force.
+    pub fn with_removal(&self, removal: RemovalMark) -> ZoneDesired {
+        ZoneDesired {
+            removal: Some(removal),
+            ..self.clone()
+        }
     }
 
     /// The deployment applied just before `deployment` in this zone: the one it replaced.
@@ -85,7 +134,7 @@ impl ZoneDesired {
         launch: &LaunchRequested,
         time_us: i64,
     ) -> Option<ZoneDesired> {
-        if before.is_some_and(|b| b.launch.generation >= launch.generation) {
+        if before.is_some_and(|b| b.asked_generation() >= launch.generation) {
             return None;
         }
         Some(ZoneDesired {
@@ -95,6 +144,7 @@ impl ZoneDesired {
             launch: launch.clone(),
             asked_at_us: time_us,
             history: before.map(|b| b.history.clone()).unwrap_or_default(),
+            removal: before.and_then(|b| b.removal.clone()),
         })
     }
 
@@ -122,6 +172,7 @@ impl ZoneDesired {
             launch: launch.clone(),
             asked_at_us,
             history,
+            removal: before.and_then(|b| b.removal.clone()),
         }
     }
 }
@@ -143,7 +194,8 @@ pub enum Decision {
     Apply,
 }
 
-/// The rule of [`Decision`]: a launch with a successor in the zone's history (a deployment of a
+/// The rule of [`Decision`]: a launch older than a removal of the app from the zone is reported
+/// removed, as the removal reported it; a launch with a successor in the zone's history (a deployment of a
 /// higher generation applied there) is superseded by that successor, at the time the successor
 /// was accepted, which is what the successor's own launch reported for it; so is one older than
 /// the launch last asked for there (accepted or not); a launch already applied and still the
@@ -166,6 +218,19 @@ pub fn decide(
             by: successor.deployment_id,
             by_generation: successor.generation,
             time_us: successor.accepted_at_us,
+        });
+    }
+    if let Some(removal) = desired
+        .removal
+        .as_ref()
+        .filter(|r| r.generation > launch.generation)
+    {
+        // What the removal reported for it, if it ran here: removed, at the removal's time.
+        return Decision::Report(ZoneOutcome::Removed {
+            zone: zone.clone(),
+            by: removal.removal_id,
+            by_generation: removal.generation,
+            time_us: removal.removed_at_us,
         });
     }
     let asked = &desired.launch;
@@ -234,6 +299,23 @@ pub fn difference(desired: &LaunchRequested, observed: Option<&App>) -> Option<S
         ));
     }
     (!what.is_empty()).then(|| what.join("; "))
+}
+
+/// [`difference`] for a zone's whole desired state: with a removal in force, the zone should not
+/// run the app at all (unless a newer deployment of it runs there).
+pub fn drift_of(desired: &ZoneDesired, observed: Option<&App>) -> Option<String> {
+    let Some(removal) = desired.removed() else {
+        return difference(&desired.launch, observed);
+    };
+    let app = observed?;
+    let generation = app
+        .labels
+        .get(LABEL_GENERATION)
+        .and_then(|g| g.parse::<u64>().ok());
+    match generation {
+        Some(g) if g > removal.generation => None,
+        _ => Some("the app runs though it was removed".into()),
+    }
 }
 
 /// A zone found drifted from its deployment, and what became of it (on

@@ -53,6 +53,8 @@ pub enum ZoneStatus {
     Failed,
     /// A later deployment of the same app replaced it in this zone.
     Superseded,
+    /// The app was removed from this zone while this deployment ran there.
+    Removed,
 }
 
 impl ZoneStatus {
@@ -63,6 +65,7 @@ impl ZoneStatus {
             ZoneStatus::Degraded => "degraded",
             ZoneStatus::Failed => "failed",
             ZoneStatus::Superseded => "superseded",
+            ZoneStatus::Removed => "removed",
         }
     }
 
@@ -73,6 +76,7 @@ impl ZoneStatus {
             ZoneStatus::Degraded,
             ZoneStatus::Failed,
             ZoneStatus::Superseded,
+            ZoneStatus::Removed,
         ]
         .into_iter()
         .find(|z| z.as_str() == s)

@@ -22,7 +22,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(HEARTBEAT_INTERVAL.as_secs
 
 /// The status of a group (a region, a deployment) from its parts' statuses: failed if any part
 /// failed, else degraded if any is, else deploying while any part is pending or deploying,
-/// healthy when every live part is healthy, superseded when every part is.
+/// healthy when every live part is healthy, superseded when every part is, removed when every
+/// part is superseded or removed and some removed.
 pub fn aggregate<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &'static str {
     let all: Vec<&str> = statuses.into_iter().collect();
     let any = |s: &str| all.contains(&s);
@@ -34,8 +35,12 @@ pub fn aggregate<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &'static st
         "degraded"
     } else if any("deploying") || any("pending") || any("requested") {
         "deploying"
-    } else if all.iter().all(|s| *s == "superseded") {
-        "superseded"
+    } else if all.iter().all(|s| *s == "superseded" || *s == "removed") {
+        if any("removed") {
+            "removed"
+        } else {
+            "superseded"
+        }
     } else {
         "healthy"
     }
@@ -196,5 +201,7 @@ mod tests {
         assert_eq!(aggregate(["failed", "degraded"]), "failed");
         assert_eq!(aggregate(["superseded", "healthy"]), "healthy");
         assert_eq!(aggregate(["superseded", "superseded"]), "superseded");
+        assert_eq!(aggregate(["superseded", "removed"]), "removed");
+        assert_eq!(aggregate(["removed", "healthy"]), "healthy");
     }
 }

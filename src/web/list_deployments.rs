@@ -97,7 +97,8 @@ fn parse(raw: &BTreeMap<String, String>) -> Result<Query, ApiError> {
         if s != "requested" && ZoneStatus::parse(s).is_none() {
             problem(
                 "status",
-                "must be one of requested, deploying, healthy, degraded, failed, superseded".into(),
+                "must be one of requested, deploying, healthy, degraded, failed, superseded, removed"
+                    .into(),
             );
         }
     }

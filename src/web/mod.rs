@@ -2,6 +2,7 @@
 //! state (the central cluster's producer, the Cassandra session and statements) in [`AppState`].
 
 mod app_config;
+mod delete_app;
 pub mod error;
 mod get_deployment;
 mod health;
@@ -478,6 +479,7 @@ pub fn server(
                     "/deployments/{id}/traffic",
                     web::post().to(post_traffic::post_traffic),
                 )
+                .route("/apps/{app}", web::delete().to(delete_app::delete_app))
                 .route("/apps/{app}/config", web::get().to(app_config::get_config))
                 .route("/apps/{app}/config", web::put().to(app_config::put_config)),
             None => app,

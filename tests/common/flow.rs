@@ -32,6 +32,8 @@ pub struct Flow {
     pub registry: Registry,
     /// The region supervisors running now.
     pub supervisors: Vec<actix::Addr<mot::actors::supervisor::RegionSupervisor>>,
+    /// The test's keyspace, dropped with it.
+    pub _keyspace: super::DropKeyspace,
 }
 
 /// dev/mot.toml with its two app regions renamed uniquely (so a run's topics and consumer groups
@@ -175,6 +177,7 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
             .unwrap(),
         registry,
         supervisors,
+        _keyspace: super::DropKeyspace(config.cassandra.clone()),
     }
 }
 

@@ -139,6 +139,30 @@ pub async fn migrated(config: &Config) {
         .unwrap();
 }
 
+/// Drops its keyspace when dropped: a test's tables do not outlive it (hundreds of tables left
+/// by earlier tests fill Cassandra's heap).
+pub struct DropKeyspace(pub mot::config::CassandraConfig);
+
+impl Drop for DropKeyspace {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(session) = mot::store::connect(&config).await {
+                    let _ = session
+                        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Deletes consumer `groups` on `cluster` (their members must have left): the next consumer of
 /// each starts from the beginning, as a reset to the earliest offsets does.
 pub async fn delete_consumer_groups(cluster: &mot::config::ClusterConfig, groups: &[String]) {
