@@ -562,7 +562,12 @@ async fn the_openapi_document_describes_the_served_routes() {
         .await
         .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/deployments", "/deployments/{id}", "/healthz"] {
+    for path in [
+        "/deployments",
+        "/deployments/{id}",
+        "/healthz",
+        "/apps/{app}",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     let required = &doc["components"]["schemas"]["DeploymentRequest"]["required"];
