@@ -31,6 +31,34 @@ fn group(state: &DeploymentZoneState) -> String {
     format!("{}/{}/{}", state.region, state.zone, state.app)
 }
 
+/// The tasks running and healthy of the deployment the app's definition is now: during a
+/// replacement Marathon keeps the older version's tasks beside the new one's (and counts both in
+/// `tasksRunning`/`tasksHealthy`), so with the tasks at hand only those started for the app's
+/// current version count. Without tasks (not embedded), Marathon's counters are all there is.
+pub fn own_tasks(app: &crate::platform::marathon::App) -> (u32, u32) {
+    if app.tasks.is_empty() {
+        return (
+            app.tasks_running.unwrap_or(0),
+            app.tasks_healthy.unwrap_or(0),
+        );
+    }
+    let own: Vec<_> = app
+        .tasks
+        .iter()
+        .filter(|t| match (app.version.as_deref(), t.version.as_deref()) {
+            (Some(current), Some(started_for)) => current == started_for,
+            _ => true,
+        })
+        .collect();
+    let healthy = own
+        .iter()
+        .filter(|t| {
+            !t.health_check_results.is_empty() && t.health_check_results.iter().all(|h| h.alive)
+        })
+        .count();
+    (own.len() as u32, healthy as u32)
+}
+
 /// The status of a zone with these counts, given the status last published for it.
 pub fn status(desired: u32, running: u32, healthy: u32, last: Option<ZoneStatus>) -> ZoneStatus {
     if running >= desired && healthy >= desired {
@@ -47,16 +75,7 @@ impl DeploymentStateAgent {
     fn zone_state(&self, input: &MarathonAppState) -> Option<DeploymentZoneState> {
         let app = &input.app;
         let deployment_id = app.labels.get(LABEL_DEPLOYMENT_ID)?.parse().ok()?;
-        let running = app.tasks_running.unwrap_or(app.tasks.len() as u32);
-        let healthy = app.tasks_healthy.unwrap_or_else(|| {
-            app.tasks
-                .iter()
-                .filter(|t| {
-                    !t.health_check_results.is_empty()
-                        && t.health_check_results.iter().all(|h| h.alive)
-                })
-                .count() as u32
-        });
+        let (running, healthy) = own_tasks(app);
         let mut state = DeploymentZoneState {
             deployment_id,
             region: self.region.clone(),
@@ -225,6 +244,7 @@ mod tests {
                         ports: vec![1],
                         state: "TASK_RUNNING".into(),
                         started_at: None,
+                        version: None,
                         health_check_results: vec![HealthCheckResult {
                             alive: *a,
                             task_id: format!("t{i}"),
@@ -309,6 +329,30 @@ mod tests {
         let gone = run(&a, Kind::Deleted, app(D2, 2, &[true, true]));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, Kind::Deleted);
+    }
+
+    #[test]
+    fn during_a_replacement_only_the_new_versions_tasks_count() {
+        let a = agent();
+        let mut replacing = app(D2, 2, &[true, true, false, false]);
+        replacing.app.version = Some("v2".into());
+        replacing.app.tasks_running = Some(4);
+        replacing.app.tasks_healthy = Some(2);
+        for (i, task) in replacing.app.tasks.iter_mut().enumerate() {
+            task.version = Some(if i < 2 { "v1" } else { "v2" }.into());
+        }
+        let out = run(&a, Kind::Snapshot, replacing.clone());
+        let state = &out[0].1.payload;
+        assert_eq!(
+            (state.running, state.healthy, state.status),
+            (2, 0, ZoneStatus::Deploying),
+            "the old version's passing tasks are not this deployment's"
+        );
+        for task in replacing.app.tasks.iter_mut().skip(2) {
+            task.health_check_results[0].alive = true;
+        }
+        let out = run(&a, Kind::Snapshot, replacing);
+        assert_eq!(out[0].1.payload.status, ZoneStatus::Healthy);
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Task {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// The app version the task was started for: during a replacement, the older version's
+    /// tasks run beside the new one's until these pass their checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     #[serde(default)]
     pub health_check_results: Vec<HealthCheckResult>,
 }

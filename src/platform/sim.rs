@@ -62,6 +62,8 @@ struct SimTask {
     host: String,
     port: u16,
     started: Instant,
+    /// The app version it was started for.
+    version: String,
     /// Consul maintenance mode (traffic off), with its reason.
     maintenance: Option<String>,
 }
@@ -134,6 +136,7 @@ impl Platform {
                 ports: vec![t.port],
                 state: "TASK_RUNNING".into(),
                 started_at: None,
+                version: Some(t.version.clone()),
                 health_check_results: vec![HealthCheckResult {
                     alive: self.healthy(zone, &view.id, t),
                     task_id: t.id.clone(),
@@ -194,6 +197,7 @@ impl Platform {
                         host: format!("{region}-{zone}-agent-{}", n % 3 + 1),
                         port: *port,
                         started: Instant::now(),
+                        version: version.clone(),
                         maintenance: None,
                     }
                 })
@@ -616,6 +620,7 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
                     host: killed.host,
                     port: *port,
                     started: Instant::now(),
+                    version: app.definition.version.clone().unwrap_or_default(),
                     maintenance: None,
                 });
                 z.index += 1;
