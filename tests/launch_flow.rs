@@ -33,6 +33,37 @@ fn launches(m: &rdkafka::message::BorrowedMessage<'_>, id: &str) -> bool {
         .is_ok_and(|e| e.payload.deployment_id.to_string() == id)
 }
 
+/// Produces deployment `id`'s launch event for `region` again, as it is on the central cluster.
+async fn produce_launch_again(flow: &common::flow::Flow, region: &str, id: &str) {
+    let launch_topic = TopicName::parse(&format!("mot-deployment-launch-events-{region}")).unwrap();
+    let central = flow.topology.central_home();
+    let mut original = None;
+    pipeline::read_to_end(
+        &central,
+        &launch_topic,
+        &common::unique("flow-reader"),
+        |m| {
+            if launches(m, id) {
+                original = Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let (key, value) = original.expect("the launch event");
+    let replay = pipeline::Outgoing {
+        topic: launch_topic,
+        key,
+        value,
+        headers: vec![],
+        timestamp_ms: None,
+    };
+    let producer = central.producer().unwrap();
+    pipeline::acknowledged(pipeline::enqueue(&producer, &replay))
+        .await
+        .unwrap();
+}
+
 #[actix_web::test]
 async fn one_post_deploys_to_two_regions_times_three_zones_with_two_complete_events() {
     let flow = start().await;
@@ -128,33 +159,7 @@ async fn the_same_launch_event_delivered_twice_launches_once() {
     flow.complete_events(&p, &id, 1).await;
 
     // Deliver the launch event again, as a replay after a crash would.
-    let launch_topic = TopicName::parse(&format!("mot-deployment-launch-events-{p}")).unwrap();
-    let central = flow.topology.central_home();
-    let mut original = None;
-    pipeline::read_to_end(
-        &central,
-        &launch_topic,
-        &common::unique("flow-reader"),
-        |m| {
-            if launches(m, &id) {
-                original = Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let producer = central.producer().unwrap();
-    let (key, value) = original.expect("the launch event");
-    let replay = pipeline::Outgoing {
-        topic: launch_topic,
-        key,
-        value,
-        headers: vec![],
-        timestamp_ms: None,
-    };
-    pipeline::acknowledged(pipeline::enqueue(&producer, &replay))
-        .await
-        .unwrap();
+    produce_launch_again(&flow, &p, &id).await;
 
     let events = flow.complete_events(&p, &id, 2).await;
     assert_eq!(
@@ -262,33 +267,7 @@ async fn an_older_launch_replayed_after_a_newer_one_is_healthy_is_superseded_and
     let before = flow.app(&p, "a").await;
 
     // The older deployment's launch record, produced again by hand.
-    let launch_topic = TopicName::parse(&format!("mot-deployment-launch-events-{p}")).unwrap();
-    let central = flow.topology.central_home();
-    let mut original = None;
-    pipeline::read_to_end(
-        &central,
-        &launch_topic,
-        &common::unique("flow-reader"),
-        |m| {
-            if launches(m, &older) {
-                original = Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let (key, value) = original.expect("the older launch event");
-    let producer = central.producer().unwrap();
-    let replay = pipeline::Outgoing {
-        topic: launch_topic,
-        key,
-        value,
-        headers: vec![],
-        timestamp_ms: None,
-    };
-    pipeline::acknowledged(pipeline::enqueue(&producer, &replay))
-        .await
-        .unwrap();
+    produce_launch_again(&flow, &p, &older).await;
 
     // Its first outcome (accepted), its supersession by the newer launch, and now the replay's.
     let events = flow.complete_events(&p, &older, 3).await;

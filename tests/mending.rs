@@ -155,15 +155,7 @@ async fn an_app_deleted_then_scaled_by_hand_is_put_back_and_the_timeline_says_so
         (2, 2),
         "{counters:?}"
     );
-    let metrics = flow
-        .http
-        .get(format!("{}/metrics", flow.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = flow.metrics().await;
     assert!(
         metrics.contains(&format!("mot_drift_mended_total{{region=\"{p}\"}} 2")),
         "{metrics}"

@@ -129,15 +129,7 @@ async fn a_deployment_to_two_regions_shows_every_instance_and_each_region_health
         .collect();
     assert_eq!(ids, [id.as_str()], "only this run's deployment targets {t}");
     // The platform calls behind it, on /metrics.
-    let metrics = flow
-        .http
-        .get(format!("{}/metrics", flow.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = flow.metrics().await;
     let count = |prefix: &str| -> u64 {
         metrics
             .lines()

@@ -29,6 +29,22 @@ pub struct Archive {
     pub session: Arc<Session>,
     /// The keyspace statements are prepared in.
     pub keyspace: String,
+    /// [`INSERT_EVENT`], prepared.
+    insert_event: PreparedStatement,
+}
+
+/// One timeline entry of a deployment, written at its own time.
+pub struct TimelineEntry<'a> {
+    pub deployment: uuid::Uuid,
+    /// When it happened (µs): its place on the timeline and its write timestamp.
+    pub time_us: i64,
+    pub region: &'a str,
+    pub zone: &'a str,
+    /// What it is about: the zone, an instance, the scheduler, traffic, drift.
+    pub subject: &'a str,
+    pub kind: &'a str,
+    /// JSON.
+    pub detail: &'a str,
 }
 
 impl Archive {
@@ -40,10 +56,37 @@ impl Archive {
             .get(config)
             .await
             .map_err(|e| PipelineError::Other(e.to_string()))?;
+        let cql = INSERT_EVENT.replace("{ks}", &config.keyspace);
+        let insert_event = session
+            .prepare(cql.clone())
+            .await
+            .map_err(|e| PipelineError::Other(format!("preparing {cql}: {e}")))?;
         Ok(Self {
             session,
             keyspace: config.keyspace.clone(),
+            insert_event,
         })
+    }
+
+    /// Writes a timeline entry (retried as every write is).
+    pub async fn timeline(&self, e: TimelineEntry<'_>) -> Result<(), WriteError> {
+        with_retries("INSERT deployment_events", || {
+            self.session.execute_unpaged(
+                &self.insert_event,
+                (
+                    e.deployment,
+                    e.time_us,
+                    e.region,
+                    e.zone,
+                    e.subject,
+                    e.kind,
+                    e.detail,
+                    e.time_us,
+                ),
+            )
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Prepares `cql`, in which `{ks}` stands for the keyspace.

@@ -18,7 +18,7 @@ use crate::models::state::ZoneStatus;
 use crate::topics::catalog;
 use crate::topics::names::RegionName;
 
-use super::archival::{self, stored, timestamp, with_retries, Archive, INSERT_EVENT};
+use super::archival::{self, stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
 /// The agent.
@@ -29,7 +29,6 @@ pub struct CompleteEventArchivalAgent {
     zone_status: PreparedStatement,
     /// A zone's drift (JSON, or null once mended).
     zone_drift: PreparedStatement,
-    event: PreparedStatement,
 }
 
 impl CompleteEventArchivalAgent {
@@ -58,22 +57,18 @@ impl CompleteEventArchivalAgent {
                 ),
             };
             let detail = detail.to_string();
-            let written = with_retries("INSERT deployment_events", || {
-                self.archive.session.execute_unpaged(
-                    &self.event,
-                    (
-                        t.deployment_id,
-                        done.time_us,
-                        t.region.as_str(),
-                        zone.as_str(),
-                        "traffic",
-                        kind,
-                        detail.as_str(),
-                        done.time_us,
-                    ),
-                )
-            })
-            .await;
+            let written = self
+                .archive
+                .timeline(TimelineEntry {
+                    deployment: t.deployment_id,
+                    time_us: done.time_us,
+                    region: t.region.as_str(),
+                    zone: zone.as_str(),
+                    subject: "traffic",
+                    kind,
+                    detail: detail.as_str(),
+                })
+                .await;
             if let Err(problem) = written {
                 return problem.into();
             }
@@ -120,23 +115,18 @@ impl CompleteEventArchivalAgent {
         let detail =
             serde_json::json!({"what": d.event.what(), "generation": d.generation}).to_string();
         stored(
-            with_retries("INSERT deployment_events", || {
-                self.archive.session.execute_unpaged(
-                    &self.event,
-                    (
-                        d.deployment_id,
-                        t,
-                        d.region.as_str(),
-                        d.zone.as_str(),
-                        "drift",
-                        d.event.kind(),
-                        detail.as_str(),
-                        t,
-                    ),
-                )
-            })
-            .await
-            .map(|_| 2),
+            self.archive
+                .timeline(TimelineEntry {
+                    deployment: d.deployment_id,
+                    time_us: t,
+                    region: d.region.as_str(),
+                    zone: d.zone.as_str(),
+                    subject: "drift",
+                    kind: d.event.kind(),
+                    detail: detail.as_str(),
+                })
+                .await
+                .map(|_| 2),
         )
     }
 }
@@ -164,7 +154,6 @@ impl Agent for CompleteEventArchivalAgent {
                      WHERE deployment_id = ? AND region = ? AND zone = ?",
                 )
                 .await?,
-            event: archive.prepare(INSERT_EVENT).await?,
             archive,
         })
     }
@@ -251,22 +240,18 @@ impl Agent for CompleteEventArchivalAgent {
                 return problem.into();
             }
             let detail = detail.to_string();
-            let event = with_retries("INSERT deployment_events", || {
-                self.archive.session.execute_unpaged(
-                    &self.event,
-                    (
-                        c.deployment_id,
-                        t,
-                        c.region.as_str(),
-                        zone.as_str(),
-                        "scheduler",
-                        kind,
-                        detail.as_str(),
-                        t,
-                    ),
-                )
-            })
-            .await;
+            let event = self
+                .archive
+                .timeline(TimelineEntry {
+                    deployment: c.deployment_id,
+                    time_us: t,
+                    region: c.region.as_str(),
+                    zone: zone.as_str(),
+                    subject: "scheduler",
+                    kind,
+                    detail: detail.as_str(),
+                })
+                .await;
             if let Err(problem) = event {
                 return problem.into();
             }

@@ -316,27 +316,7 @@ impl DeploymentOperationAgent {
         let mut outcomes = Vec::new();
         for result in results {
             if let Some(desired) = &result.desired {
-                let json = serde_json::to_vec(desired).map_err(|e| e.to_string())?;
-                self.desired
-                    .remember(&desired_group(desired), &desired.key(), &json);
-                let head = Envelope::derived(
-                    Kind::Updated,
-                    desired.key(),
-                    self.region.clone(),
-                    result.outcome.time_us(),
-                    &cause_id,
-                    (),
-                );
-                out.push(
-                    Outgoing::envelope(
-                        self.desired_topic.clone(),
-                        "ZoneDesired",
-                        head,
-                        &json,
-                        cause,
-                    )
-                    .map_err(|e| e.to_string())?,
-                );
+                out.push(self.keep(desired, result.outcome.time_us(), &cause_id, cause)?);
             }
             if let Some(previous) = result.replaced {
                 replaced
@@ -455,27 +435,7 @@ impl DeploymentOperationAgent {
                     });
             }
             if let Some(desired) = desired {
-                let json = serde_json::to_vec(&desired).map_err(|e| e.to_string())?;
-                self.desired
-                    .remember(&desired_group(&desired), &desired.key(), &json);
-                let head = Envelope::derived(
-                    Kind::Updated,
-                    desired.key(),
-                    self.region.clone(),
-                    mark.removed_at_us,
-                    &cause_id,
-                    (),
-                );
-                out.push(
-                    Outgoing::envelope(
-                        self.desired_topic.clone(),
-                        "ZoneDesired",
-                        head,
-                        &json,
-                        cause,
-                    )
-                    .map_err(|e| e.to_string())?,
-                );
+                out.push(self.keep(&desired, mark.removed_at_us, &cause_id, cause)?);
             }
         }
         for (id, (generation, zones)) in removed {
@@ -537,6 +497,35 @@ impl DeploymentOperationAgent {
             }
         }
         None
+    }
+
+    /// Remembers a zone's new desired state and returns its record for `mot-desired-state`.
+    fn keep(
+        &self,
+        desired: &ZoneDesired,
+        time_us: i64,
+        cause_id: &str,
+        cause: &Incoming,
+    ) -> Result<Outgoing, String> {
+        let json = serde_json::to_vec(desired).map_err(|e| e.to_string())?;
+        self.desired
+            .remember(&desired_group(desired), &desired.key(), &json);
+        let head = Envelope::derived(
+            Kind::Updated,
+            desired.key(),
+            self.region.clone(),
+            time_us,
+            cause_id,
+            (),
+        );
+        Outgoing::envelope(
+            self.desired_topic.clone(),
+            "ZoneDesired",
+            head,
+            &json,
+            cause,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn complete_event(

@@ -14,7 +14,7 @@ use crate::models::state::{DeploymentZoneState, RegionHeartbeat, HEARTBEAT_PREFI
 use crate::topics::catalog;
 use crate::topics::names::RegionName;
 
-use super::archival::{self, stored, timestamp, with_retries, Archive, INSERT_EVENT};
+use super::archival::{self, stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
 /// The agent.
@@ -24,7 +24,6 @@ pub struct DeploymentStateArchivalAgent {
     zone: PreparedStatement,
     /// A zone the deployment's app left: counts only.
     gone: PreparedStatement,
-    event: PreparedStatement,
     heartbeat: PreparedStatement,
 }
 
@@ -91,23 +90,18 @@ impl DeploymentStateArchivalAgent {
             return problem.into();
         }
         stored(
-            with_retries("INSERT deployment_events", || {
-                self.archive.session.execute_unpaged(
-                    &self.event,
-                    (
-                        s.deployment_id,
-                        t,
-                        s.region.as_str(),
-                        s.zone.as_str(),
-                        "zone",
-                        status.as_str(),
-                        detail.as_str(),
-                        t,
-                    ),
-                )
-            })
-            .await
-            .map(|_| 2),
+            self.archive
+                .timeline(TimelineEntry {
+                    deployment: s.deployment_id,
+                    time_us: t,
+                    region: s.region.as_str(),
+                    zone: s.zone.as_str(),
+                    subject: "zone",
+                    kind: status.as_str(),
+                    detail: detail.as_str(),
+                })
+                .await
+                .map(|_| 2),
         )
     }
 }
@@ -136,23 +130,18 @@ impl DeploymentStateArchivalAgent {
         }
         let detail = serde_json::json!({"desired": s.desired, "version": s.version}).to_string();
         stored(
-            with_retries("INSERT deployment_events", || {
-                self.archive.session.execute_unpaged(
-                    &self.event,
-                    (
-                        s.deployment_id,
-                        t,
-                        s.region.as_str(),
-                        s.zone.as_str(),
-                        "zone",
-                        "gone",
-                        detail.as_str(),
-                        t,
-                    ),
-                )
-            })
-            .await
-            .map(|_| 2),
+            self.archive
+                .timeline(TimelineEntry {
+                    deployment: s.deployment_id,
+                    time_us: t,
+                    region: s.region.as_str(),
+                    zone: s.zone.as_str(),
+                    subject: "zone",
+                    kind: "gone",
+                    detail: detail.as_str(),
+                })
+                .await
+                .map(|_| 2),
         )
     }
 }
@@ -182,7 +171,6 @@ impl Agent for DeploymentStateArchivalAgent {
                      USING TIMESTAMP ?",
                 )
                 .await?,
-            event: archive.prepare(INSERT_EVENT).await?,
             heartbeat: archive
                 .prepare(
                     "INSERT INTO {ks}.region_freshness (region, heartbeat_at) VALUES (?, ?) \

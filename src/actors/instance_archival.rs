@@ -12,7 +12,7 @@ use crate::models::instance::InstanceInfo;
 use crate::topics::catalog;
 use crate::topics::names::RegionName;
 
-use super::archival::{self, stored, timestamp, with_retries, Archive, INSERT_EVENT};
+use super::archival::{self, stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
 /// The agent.
@@ -20,7 +20,6 @@ pub struct InstanceArchivalAgent {
     region: RegionName,
     archive: Archive,
     instance: PreparedStatement,
-    event: PreparedStatement,
 }
 
 impl Agent for InstanceArchivalAgent {
@@ -41,7 +40,6 @@ impl Agent for InstanceArchivalAgent {
                      event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                 )
                 .await?,
-            event: archive.prepare(INSERT_EVENT).await?,
             archive,
         })
     }
@@ -110,23 +108,18 @@ impl Agent for InstanceArchivalAgent {
         .to_string();
         let subject = format!("instance/{}", i.instance_id);
         stored(
-            with_retries("INSERT deployment_events", || {
-                self.archive.session.execute_unpaged(
-                    &self.event,
-                    (
-                        deployment,
-                        t,
-                        i.region.as_str(),
-                        i.zone.as_str(),
-                        subject.as_str(),
-                        event,
-                        detail.as_str(),
-                        t,
-                    ),
-                )
-            })
-            .await
-            .map(|_| 2),
+            self.archive
+                .timeline(TimelineEntry {
+                    deployment,
+                    time_us: t,
+                    region: i.region.as_str(),
+                    zone: i.zone.as_str(),
+                    subject: subject.as_str(),
+                    kind: event,
+                    detail: detail.as_str(),
+                })
+                .await
+                .map(|_| 2),
         )
     }
 }

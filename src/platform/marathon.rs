@@ -141,25 +141,43 @@ impl MarathonClient {
         }
     }
 
-    /// `GET /v2/apps/{id}`; `None` when Marathon does not know the app.
-    pub async fn app(&self, id: &str) -> Result<Option<App>, MarathonError> {
+    /// One call on `/v2/apps/{id}`: traced, timed and counted as `<method> /v2/apps/{id}` (a
+    /// 404 counts as an answer, not a failure: the app is not there).
+    async fn on_app(
+        &self,
+        method: reqwest::Method,
+        id: &str,
+        body: Option<&App>,
+    ) -> Result<reqwest::Response, MarathonError> {
         let url = format!("{}/v2/apps/{}", self.base, id.trim_start_matches('/'));
-        let span = client_span("GET", "/v2/apps/{id}", &url);
+        let (name, operation) = match method.as_str() {
+            "GET" => ("GET", "GET /v2/apps/{id}"),
+            "PUT" => ("PUT", "PUT /v2/apps/{id}"),
+            _ => ("DELETE", "DELETE /v2/apps/{id}"),
+        };
+        let span = client_span(name, "/v2/apps/{id}", &url);
         let started = std::time::Instant::now();
-        let resp = traced(self.http.get(&url), &span)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .instrument(span.clone())
-            .await;
+        let mut request =
+            traced(self.http.request(method, &url), &span).timeout(Duration::from_secs(10));
+        if let Some(app) = body {
+            request = request.json(app);
+        }
+        let resp = request.send().instrument(span.clone()).await;
         let ok = resp
             .as_ref()
             .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
-        calls::record("marathon", "GET /v2/apps/{id}", ok, started.elapsed());
+        calls::record("marathon", operation, ok, started.elapsed());
         let resp = resp.map_err(unreachable)?;
         span.record(
             "http.response.status_code",
             i64::from(resp.status().as_u16()),
         );
+        Ok(resp)
+    }
+
+    /// `GET /v2/apps/{id}`; `None` when Marathon does not know the app.
+    pub async fn app(&self, id: &str) -> Result<Option<App>, MarathonError> {
+        let resp = self.on_app(reqwest::Method::GET, id, None).await?;
         match resp.status().as_u16() {
             404 => Ok(None),
             200 => resp
@@ -200,22 +218,9 @@ impl MarathonClient {
 
     /// `PUT /v2/apps/{id}`: creates the app or updates it to `app`.
     pub async fn put_app(&self, app: &App) -> Result<DeploymentAccepted, MarathonError> {
-        let url = format!("{}/v2/apps/{}", self.base, app.id.trim_start_matches('/'));
-        let span = client_span("PUT", "/v2/apps/{id}", &url);
-        let started = std::time::Instant::now();
-        let resp = traced(self.http.put(&url), &span)
-            .timeout(Duration::from_secs(10))
-            .json(app)
-            .send()
-            .instrument(span.clone())
-            .await;
-        let ok = resp.as_ref().is_ok_and(|r| r.status().is_success());
-        calls::record("marathon", "PUT /v2/apps/{id}", ok, started.elapsed());
-        let resp = resp.map_err(unreachable)?;
-        span.record(
-            "http.response.status_code",
-            i64::from(resp.status().as_u16()),
-        );
+        let resp = self
+            .on_app(reqwest::Method::PUT, &app.id, Some(app))
+            .await?;
         if resp.status().is_success() {
             resp.json().await.map_err(|e| MarathonError {
                 message: format!("unreadable answer: {e}"),
@@ -225,29 +230,11 @@ impl MarathonClient {
             Err(refused(resp).await)
         }
     }
-}
 
-impl MarathonClient {
     /// `DELETE /v2/apps/{id}`: removes the app and its tasks; `false` when Marathon did not know
     /// it (already gone).
     pub async fn delete_app(&self, id: &str) -> Result<bool, MarathonError> {
-        let url = format!("{}/v2/apps/{}", self.base, id.trim_start_matches('/'));
-        let span = client_span("DELETE", "/v2/apps/{id}", &url);
-        let started = std::time::Instant::now();
-        let resp = traced(self.http.delete(&url), &span)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .instrument(span.clone())
-            .await;
-        let ok = resp
-            .as_ref()
-            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
-        calls::record("marathon", "DELETE /v2/apps/{id}", ok, started.elapsed());
-        let resp = resp.map_err(unreachable)?;
-        span.record(
-            "http.response.status_code",
-            i64::from(resp.status().as_u16()),
-        );
+        let resp = self.on_app(reqwest::Method::DELETE, id, None).await?;
         match resp.status().as_u16() {
             404 => Ok(false),
             s if (200..300).contains(&s) => Ok(true),

@@ -210,6 +210,18 @@ impl Flow {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits until `GET /deployments/{id}` satisfies `ok`, answering the last view.
     pub async fn deployment_until(
         &self,
