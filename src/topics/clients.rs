@@ -495,8 +495,10 @@ impl rdkafka::consumer::ConsumerContext for MotConsumerContext {
 
 /// Consumer settings for at-least-once delivery: offsets are stored by the pipeline only after
 /// the sink acknowledged (`enable.auto.offset.store=false`), and the stored offsets are committed
-/// in the background. A member that dies without leaving (a crash, SIGKILL) is given up after 10 s
-/// (librdkafka's default is 45 s): that long its partitions wait for a new owner.
+/// in the background. A member that dies without leaving (a crash, SIGKILL) is given up after
+/// librdkafka's default session timeout (45 s): that long its partitions wait for a new owner. (A
+/// 10 s timeout was tried: a broker outage longer than it makes every consumer's session time out,
+/// and dropping such a consumer can hang the thread that drops it, librdkafka#4041.)
 pub fn consumer_config(cluster: &ClusterConfig, group: &str) -> ClientConfig {
     let mut config = base_config(cluster);
     config
@@ -505,8 +507,6 @@ pub fn consumer_config(cluster: &ClusterConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "3000")
         .set("statistics.interval.ms", "5000");
     config
 }
