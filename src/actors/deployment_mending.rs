@@ -38,7 +38,7 @@ use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
 use super::counters::Counters;
-use super::deployment_operation::{marathon_app, LABEL_ACCEPTED_AT};
+use super::deployment_operation::{complete_event, marathon_app, LABEL_ACCEPTED_AT};
 use super::pipeline::{
     self, Agent, AgentContext, Incoming, Outcome, Outgoing, PipelineError, Source,
 };
@@ -238,7 +238,13 @@ impl DeploymentMendingAgent {
                                 time_us: at,
                             }],
                         };
-                        out.push(self.completed(&completed, at)?);
+                        out.push(complete_event(
+                            &self.output,
+                            &completed,
+                            at,
+                            "mended removal",
+                            &Incoming::unprompted(),
+                        )?);
                     }
                 }
                 if let Some(t) = self.tracked.get_mut(key) {
@@ -341,26 +347,6 @@ impl DeploymentMendingAgent {
         tracing::info!(region = %self.region, zone = %desired.zone, app = %desired.app,
             deployment = %desired.launch.deployment_id, "mended: the deployment is back on the scheduler");
         Ok(at)
-    }
-
-    fn completed(&self, completed: &DeploymentCompleted, time_us: i64) -> Result<Outgoing, String> {
-        let json = serde_json::to_vec(completed).map_err(|e| e.to_string())?;
-        let head = Envelope::derived(
-            Kind::Completed,
-            completed.deployment_id.to_string(),
-            self.region.clone(),
-            time_us,
-            "mended removal",
-            (),
-        );
-        Outgoing::envelope(
-            self.output.clone(),
-            "DeploymentCompleted",
-            head,
-            &json,
-            &Incoming::unprompted(),
-        )
-        .map_err(|e| e.to_string())
     }
 
     fn report(

@@ -535,24 +535,30 @@ impl DeploymentOperationAgent {
         cause_id: &str,
         cause: &Incoming,
     ) -> Result<Outgoing, String> {
-        let json = serde_json::to_vec(completed).map_err(|e| e.to_string())?;
-        let head = Envelope::derived(
-            Kind::Completed,
-            completed.deployment_id.to_string(),
-            self.region.clone(),
-            time_us,
-            cause_id,
-            (),
-        );
-        Outgoing::envelope(
-            self.output.clone(),
-            "DeploymentCompleted",
-            head,
-            &json,
-            cause,
-        )
-        .map_err(|e| e.to_string())
+        complete_event(&self.output, completed, time_us, cause_id, cause)
     }
+}
+
+/// The record of `completed` on `output` (`mot-deployment-complete-events`), at `time_us`, its id
+/// derived from `cause_id`.
+pub fn complete_event(
+    output: &TopicName,
+    completed: &DeploymentCompleted,
+    time_us: i64,
+    cause_id: &str,
+    cause: &Incoming,
+) -> Result<Outgoing, String> {
+    let json = serde_json::to_vec(completed).map_err(|e| e.to_string())?;
+    let head = Envelope::derived(
+        Kind::Completed,
+        completed.deployment_id.to_string(),
+        completed.region.clone(),
+        time_us,
+        cause_id,
+        (),
+    );
+    Outgoing::envelope(output.clone(), "DeploymentCompleted", head, &json, cause)
+        .map_err(|e| e.to_string())
 }
 
 impl Agent for DeploymentOperationAgent {
