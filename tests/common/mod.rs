@@ -246,12 +246,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Two free consecutive ports (the broker's and its controller's).
+/// Two free consecutive ports (the broker's and its controller's), below the kernel's ephemeral
+/// range: a cluster that is stopped and started again must get its ports back, and while it is
+/// down every client's reconnection attempt takes an ephemeral port, which could be one of them.
 pub fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10000u16, ephemeral_low.saturating_sub(2).max(10002));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64
+        ^ u64::from(std::process::id());
+    for attempt in 0..200u64 {
+        let port = low
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % u64::from(high - low)) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 1) {
             return port;
         }
     }
