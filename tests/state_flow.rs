@@ -730,3 +730,118 @@ async fn instances_until_any(flow: &Flow, id: &str, ok: impl Fn(&Value) -> bool)
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// The state of `id`'s only zone in `region`.
+fn only_zone<'a>(view: &'a Value, name: &str) -> &'a Value {
+    &region(view, name)["zones"][0]
+}
+
+/// POSTs to one of the simulator's `_sim` controls of zone `a`, expecting 204.
+async fn sim_control(flow: &Flow, region: &str, path: &str) {
+    let resp = flow
+        .http
+        .post(format!("{}/a/_sim/{path}", flow.sim(region)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "{path}");
+}
+
+#[actix_web::test]
+async fn a_replacement_is_not_healthy_on_the_old_tasks_and_a_task_lost_on_its_agent_names_mesos() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let targets = json!([{"region": p, "zones": ["a"]}]);
+    let first = flow.post_version("1.0.0", targets.clone()).await;
+    flow.deployment_until(&first, "healthy", all_healthy).await;
+
+    // The next version is broken: its tasks never pass their checks, so Marathon keeps the old
+    // version's two tasks running (and passing) beside the new version's two.
+    sim_control(&flow, &p, "apps/checkout-web/health/new-tasks-failing").await;
+    let second = flow.post_version("1.0.1", targets).await;
+    let view = flow
+        .deployment_until(&second, "reported with its reason", |v| {
+            only_zone(v, &p)["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("older version"))
+        })
+        .await;
+    let zone = only_zone(&view, &p);
+    assert_eq!(
+        (
+            &zone["status"],
+            &zone["desired"],
+            &zone["running"],
+            &zone["healthy"]
+        ),
+        (&json!("deploying"), &json!(2), &json!(2), &json!(0)),
+        "{zone:#}"
+    );
+    let reason = zone["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .starts_with("marathon: 2 task(s) of an older version still running; marathon: task "),
+        "{reason}"
+    );
+    assert!(reason.contains("fails its health checks"), "{reason}");
+    let app = flow.app(&p, "a").await;
+    let tasks = app["app"]["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 4, "both versions run: {app:#}");
+    assert_eq!(
+        app["app"]["tasksHealthy"], 2,
+        "Marathon counts the old tasks: {app:#}"
+    );
+    assert_eq!(view["status"], "deploying", "{view:#}");
+
+    // The version mended: its tasks pass, the old ones go, the zone is healthy with no reason.
+    sim_control(&flow, &p, "apps/checkout-web/health/passing").await;
+    let view = flow.deployment_until(&second, "healthy", all_healthy).await;
+    assert_eq!(only_zone(&view, &p)["reason"], Value::Null, "{view:#}");
+
+    // A task's agent disconnects: Mesos reports the task lost; Marathon and Consul still see it
+    // running and passing. The zone is degraded, and its reason names Mesos and what it said.
+    let app = flow.app(&p, "a").await;
+    let tasks = app["app"]["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{app:#}");
+    let (task, host) = (
+        tasks[0]["id"].as_str().unwrap().to_owned(),
+        tasks[0]["host"].as_str().unwrap().to_owned(),
+    );
+    sim_control(&flow, &p, &format!("tasks/{task}/lose")).await;
+    let view = flow
+        .deployment_until(&second, "degraded", |v| v["status"] == "degraded")
+        .await;
+    let zone = only_zone(&view, &p);
+    assert_eq!(
+        zone["reason"].as_str(),
+        Some(
+            format!(
+                "mesos: task {task} is TASK_LOST on {host} \
+                 (REASON_AGENT_DISCONNECTED: Agent {host} disconnected)"
+            )
+            .as_str()
+        ),
+        "{zone:#}"
+    );
+    assert_eq!((&zone["running"], &zone["healthy"]), (&json!(1), &json!(1)));
+    let app = flow.app(&p, "a").await;
+    assert_eq!(
+        app["app"]["tasksHealthy"], 2,
+        "Marathon has not noticed: {app:#}"
+    );
+    let (_, events) = flow.get(&format!("/deployments/{second}/events")).await;
+    let last = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["subject"] == "zone")
+        .unwrap()
+        .clone();
+    assert_eq!(last["kind"], "degraded", "{events:#}");
+    assert!(
+        last["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("mesos: task ")),
+        "the timeline says why: {last:#}"
+    );
+}

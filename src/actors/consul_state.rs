@@ -136,6 +136,7 @@ impl Poller for ConsulStateAgent {
             cache: &self.cache,
             topic: &self.output,
             payload_type: "ConsulAppState",
+            first_change: true,
         };
         let this = &*self;
         poll_zones(out, &self.zones, |zone| async move {

@@ -509,7 +509,7 @@ impl DeploymentOperationAgent {
     ) -> Result<Outgoing, String> {
         let json = serde_json::to_vec(desired).map_err(|e| e.to_string())?;
         self.desired
-            .remember(&desired_group(desired), &desired.key(), &json);
+            .remember(&desired_group(desired), &desired.key(), &json, time_us);
         let head = Envelope::derived(
             Kind::Updated,
             desired.key(),

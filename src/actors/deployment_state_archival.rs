@@ -63,10 +63,13 @@ impl DeploymentStateArchivalAgent {
         }
         let status = s.status;
         let counts = (s.desired as i32, s.running as i32, s.healthy as i32);
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "desired": s.desired, "running": s.running, "healthy": s.healthy, "version": s.version,
-        })
-        .to_string();
+        });
+        if let Some(reason) = &s.reason {
+            detail["reason"] = reason.as_str().into();
+        }
+        let detail = detail.to_string();
         let zone = with_retries("INSERT deployment_zones", || {
             self.archive.session.execute_unpaged(
                 &self.zone,
@@ -80,6 +83,7 @@ impl DeploymentStateArchivalAgent {
                     counts.1,
                     counts.2,
                     status.as_str(),
+                    s.reason.as_deref(),
                     timestamp(t),
                     t,
                 ),
@@ -161,7 +165,7 @@ impl Agent for DeploymentStateArchivalAgent {
                 .prepare(
                     "INSERT INTO {ks}.deployment_zones (deployment_id, region, zone, app, version, \
                      desired, running, healthy, status, reason, event_time) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, null, ?) USING TIMESTAMP ?",
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                 )
                 .await?,
             gone: archive

@@ -1,7 +1,9 @@
 //! MesosStateAgent (regional poller): polls each zone's Mesos master (`GET /master/state`) and
 //! publishes a MesosTaskState per task to `mot-mesos-task-state` when it changed: the agent and
-//! host a task runs on, its state, resources and labels. A task gone from a zone is published
-//! deleted with its last state.
+//! host a task runs on, its state with the reason and message of its latest status update,
+//! resources and labels. Active, unreachable and completed tasks are read (a failed or killed
+//! task moves to the master's completed tasks, and its reason is what tells why a deployment is
+//! not healthy). A task gone from a zone is published deleted with its last state.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,6 +30,10 @@ struct MasterState {
 struct Framework {
     #[serde(default)]
     tasks: Vec<Task>,
+    #[serde(default)]
+    unreachable_tasks: Vec<Task>,
+    #[serde(default)]
+    completed_tasks: Vec<Task>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +53,17 @@ struct Task {
     resources: Resources,
     #[serde(default)]
     labels: Vec<Label>,
+    #[serde(default)]
+    statuses: Vec<Status>,
+}
+
+/// A status update of a task, as the master keeps them (oldest first).
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    timestamp: f64,
+    reason: Option<String>,
+    message: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,24 +116,39 @@ impl ZoneReader for MesosTasks {
         Ok(state
             .frameworks
             .iter()
-            .flat_map(|f| &f.tasks)
-            .map(|t| MesosTaskState {
-                region: region.clone(),
-                zone: zone.name.clone(),
-                task_id: t.id.clone(),
-                name: t.name.clone(),
-                framework_id: t.framework_id.clone(),
-                agent_id: t.slave_id.clone(),
-                hostname: hosts.get(t.slave_id.as_str()).map(|h| (*h).to_owned()),
-                state: t.state.clone(),
-                cpus: t.resources.cpus,
-                mem_mb: t.resources.mem,
-                ports: t.resources.ports.clone(),
-                labels: t
-                    .labels
+            .flat_map(|f| {
+                f.tasks
                     .iter()
-                    .map(|l| (l.key.clone(), l.value.clone()))
-                    .collect(),
+                    .chain(&f.unreachable_tasks)
+                    .chain(&f.completed_tasks)
+            })
+            .map(|t| {
+                let latest = t
+                    .statuses
+                    .iter()
+                    .max_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+                MesosTaskState {
+                    region: region.clone(),
+                    zone: zone.name.clone(),
+                    task_id: t.id.clone(),
+                    name: t.name.clone(),
+                    framework_id: t.framework_id.clone(),
+                    agent_id: t.slave_id.clone(),
+                    hostname: hosts.get(t.slave_id.as_str()).map(|h| (*h).to_owned()),
+                    state: t.state.clone(),
+                    cpus: t.resources.cpus,
+                    mem_mb: t.resources.mem,
+                    ports: t.resources.ports.clone(),
+                    labels: t
+                        .labels
+                        .iter()
+                        .map(|l| (l.key.clone(), l.value.clone()))
+                        .collect(),
+                    reason: latest.and_then(|s| s.reason.clone()),
+                    message: latest
+                        .and_then(|s| s.message.clone())
+                        .filter(|m| !m.is_empty()),
+                }
             })
             .collect())
     }

@@ -159,6 +159,10 @@ pub struct ZoneOutput<'a> {
     pub cache: &'a LastRecordCache,
     pub topic: &'a TopicName,
     pub payload_type: &'static str,
+    /// Publish as soon as one zone reports a change, leaving the zones whose answers are still
+    /// held (Consul blocking queries) to the next poll: a change in one zone must not wait for
+    /// the others' watches to time out.
+    pub first_change: bool,
 }
 
 /// One poll of every zone of a region, the zones concurrently: `zone_state` reads one zone's
@@ -166,7 +170,8 @@ pub struct ZoneOutput<'a> {
 /// Consul blocking query that timed out does); the cache turns it into the changes to publish
 /// (group `<region>/<zone>`, so whatever a zone no longer has is published deleted, with its
 /// last state). A zone that does not answer is left as it was (no false deletions); only when no
-/// zone answered is the poll a failure.
+/// zone answered is the poll a failure. With [`ZoneOutput::first_change`], the poll ends at the
+/// first zone that changed (with any other answer ready by then).
 pub async fn poll_zones<F, Fut>(
     out: ZoneOutput<'_>,
     zones: &[ZoneConfig],
@@ -179,12 +184,33 @@ where
     // Stamped before the reads: whatever they return was true no earlier than this, so a record's
     // time never makes an old answer (a slow zone) look newer than it is.
     let time = now_us();
-    let answers = futures::future::join_all(zones.iter().cloned().map(zone_state)).await;
+    use futures::{FutureExt, StreamExt};
+    let mut pending: futures::stream::FuturesUnordered<_> = zones
+        .iter()
+        .cloned()
+        .map(zone_state)
+        .enumerate()
+        .map(|(i, read)| read.map(move |answer| (i, answer)))
+        .collect();
+    let mut answers = Vec::with_capacity(zones.len());
+    while let Some((i, answer)) = pending.next().await {
+        let changed = matches!(answer, Ok(Some(_)));
+        answers.push((i, answer));
+        if out.first_change && changed {
+            while let Some(Some(ready)) = pending.next().now_or_never() {
+                answers.push(ready);
+            }
+            break;
+        }
+    }
+    drop(pending);
+    answers.sort_by_key(|(i, _)| *i);
     let mut records = Vec::new();
     let mut last_error = None;
     let mut failed_zones = 0;
     let cause = Incoming::unprompted();
-    for (zone, answer) in zones.iter().zip(answers) {
+    for (i, answer) in answers {
+        let zone = &zones[i];
         let items = match answer {
             Ok(Some(items)) => items,
             Ok(None) => continue,
@@ -285,6 +311,7 @@ impl<R: ZoneReader> Poller for ZoneSnapshots<R> {
             cache: &self.cache,
             topic: &self.output,
             payload_type: R::PAYLOAD,
+            first_change: false,
         };
         let region = &self.region;
         poll_zones(out, &self.zones, |zone| async move {

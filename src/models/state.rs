@@ -97,6 +97,10 @@ pub struct DeploymentZoneState {
     pub running: u32,
     pub healthy: u32,
     pub status: ZoneStatus,
+    /// Why the zone is not healthy, naming the source that disagrees (`marathon: ...`,
+    /// `mesos: ...`, `consul: ...`); none when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl DeploymentZoneState {
@@ -151,12 +155,26 @@ pub struct MesosTaskState {
     pub ports: Option<String>,
     /// Task labels (the deployment id among them).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The reason of the task's latest status update (`REASON_AGENT_DISCONNECTED`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its message, in the executor's or the master's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl MesosTaskState {
     /// `<region>/<zone>/<task id>`.
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.region, self.zone, self.task_id)
+    }
+
+    /// Whether the task runs (or is on its way to running) on its agent.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "TASK_RUNNING" | "TASK_STAGING" | "TASK_STARTING" | "TASK_KILLING"
+        )
     }
 }
 

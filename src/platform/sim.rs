@@ -2,11 +2,13 @@
 //! APIs mot uses against the real products: Marathon (`/v2/apps`), the Mesos master state and
 //! Consul's catalog and health. The three agree: an app put to a zone's Marathon gets tasks on
 //! hosts with ports, those tasks appear in the Mesos state and as Consul service instances, and
-//! become healthy after a configurable delay.
+//! become healthy after a configurable delay. A changed app is replaced as Marathon replaces it:
+//! the older version's tasks keep running until every new task passes its checks.
 //!
 //! Zone `z` is served under `/z/marathon`, `/z/mesos` and `/z/consul`, as the topology's zone
-//! URLs say. `/z/_sim/...` lets a test take a zone's scheduler or Consul down, kill a task or fail
-//! an app's health checks. This is the one simulator mot ships: those platforms cannot run here.
+//! URLs say. `/z/_sim/...` lets a test take a zone's scheduler or Consul down, kill a task, lose
+//! one (its agent disconnects: Mesos reports it lost before Marathon and Consul notice), fail an
+//! app's health checks, or fail only the tasks started from now on (a broken new version). This is the one simulator mot ships: those platforms cannot run here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -42,6 +44,8 @@ struct ZoneState {
     /// DELETEs that removed an app.
     deletes: u64,
     failing_health: BTreeSet<String>,
+    /// Apps whose tasks started from now on fail their checks (a broken new version).
+    failing_new_tasks: BTreeSet<String>,
     /// Consul's index: bumps on every change, including a task's checks starting to pass.
     index: u64,
     /// Reads of `/v1/health/service/<s>` (what a poller pays per zone and service).
@@ -66,6 +70,10 @@ struct SimTask {
     version: String,
     /// Consul maintenance mode (traffic off), with its reason.
     maintenance: Option<String>,
+    /// Started while its app's new tasks fail: never passes its checks.
+    broken: bool,
+    /// Its agent disconnected: Mesos reports it lost while Marathon and Consul still show it.
+    lost: bool,
 }
 
 /// The simulated platform of one region.
@@ -118,10 +126,33 @@ impl Platform {
             z.seen_healthy.insert(id);
             z.index += 1;
         }
+        // A replacement ends, as Marathon ends it, once every task of the new version passes:
+        // only then are the older version's tasks killed.
+        let mut finished = Vec::new();
+        for (id, app) in &z.apps {
+            let current = app.definition.version.as_deref().unwrap_or_default();
+            let new: Vec<&SimTask> = app.tasks.iter().filter(|t| t.version == current).collect();
+            let older = app.tasks.len() - new.len();
+            if older > 0
+                && new.len() as u32 >= app.definition.instances
+                && new.iter().all(|t| self.healthy(z, id, t))
+            {
+                finished.push(id.clone());
+            }
+        }
+        for id in finished {
+            if let Some(app) = z.apps.get_mut(&id) {
+                let current = app.definition.version.clone().unwrap_or_default();
+                app.tasks.retain(|t| t.version == current);
+                z.index += 1;
+            }
+        }
     }
 
     fn healthy(&self, zone: &ZoneState, app: &str, task: &SimTask) -> bool {
-        !zone.failing_health.contains(app) && task.started.elapsed() >= self.options.health_delay
+        !zone.failing_health.contains(app)
+            && !task.broken
+            && task.started.elapsed() >= self.options.health_delay
     }
 
     fn app_view(&self, zone: &ZoneState, app: &SimApp) -> App {
@@ -182,6 +213,10 @@ impl Platform {
             }
             let version = format!("2026-01-01T00:00:{:02}.{:03}Z", z.changes % 60, z.changes);
             let created = !z.apps.contains_key(&id);
+            let broken = z.failing_new_tasks.contains(&id);
+            // Like Marathon's rolling replacement: the running tasks stay until the new
+            // version's pass their checks.
+            let older: Vec<SimTask> = z.apps.get(&id).map(|a| a.tasks.clone()).unwrap_or_default();
             let tasks = (0..app.instances)
                 .map(|n| {
                     let mut port = next_port.lock().unwrap_or_else(|p| p.into_inner());
@@ -199,8 +234,11 @@ impl Platform {
                         started: Instant::now(),
                         version: version.clone(),
                         maintenance: None,
+                        broken,
+                        lost: false,
                     }
                 })
+                .chain(older)
                 .collect();
             app.version = Some(version.clone());
             z.apps.insert(
@@ -263,6 +301,7 @@ impl Platform {
                     web::post().to(set_health),
                 )
                 .route("/{zone}/_sim/tasks/{task}/kill", web::post().to(kill_task))
+                .route("/{zone}/_sim/tasks/{task}/lose", web::post().to(lose_task))
                 .route("/{zone}/_sim/consul/{state}", web::post().to(set_consul))
                 .route("/{zone}/_sim/stats", web::get().to(stats))
         })
@@ -349,7 +388,8 @@ async fn mesos_state(p: P, path: web::Path<String>) -> HttpResponse {
                 slaves.insert(t.host.clone());
                 json!({
                     "id": t.id, "name": a.definition.id.trim_start_matches('/'), "framework_id": "marathon",
-                    "slave_id": t.host, "state": "TASK_RUNNING",
+                    "slave_id": t.host, "state": if t.lost { "TASK_LOST" } else { "TASK_RUNNING" },
+                    "statuses": mesos_statuses(t),
                     "resources": {"cpus": a.definition.cpus, "mem": a.definition.mem, "ports": format!("[{}-{}]", t.port, t.port)},
                     "labels": a.definition.labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
                 })
@@ -363,6 +403,18 @@ async fn mesos_state(p: P, path: web::Path<String>) -> HttpResponse {
         }))
     })
     .unwrap_or_else(|| no_zone(&zone))
+}
+
+/// A task's status updates as the master keeps them: running, then lost if its agent went.
+fn mesos_statuses(t: &SimTask) -> Vec<serde_json::Value> {
+    let mut statuses = vec![json!({"state": "TASK_RUNNING", "timestamp": 1.0})];
+    if t.lost {
+        statuses.push(json!({
+            "state": "TASK_LOST", "timestamp": 2.0, "reason": "REASON_AGENT_DISCONNECTED",
+            "message": format!("Agent {} disconnected", t.host),
+        }));
+    }
+    statuses
 }
 
 /// Consul's blocking query parameters: `?index=N&wait=5s`.
@@ -587,10 +639,20 @@ async fn set_health(p: P, path: web::Path<(String, String, String)>) -> HttpResp
     let (zone, id, state) = path.into_inner();
     p.with_zone(&zone, |z| {
         let id = format!("/{id}");
-        if state == "failing" {
-            z.failing_health.insert(id);
-        } else {
-            z.failing_health.remove(&id);
+        match state.as_str() {
+            "failing" => {
+                z.failing_health.insert(id);
+            }
+            "new-tasks-failing" => {
+                z.failing_new_tasks.insert(id);
+            }
+            _ => {
+                z.failing_health.remove(&id);
+                z.failing_new_tasks.remove(&id);
+                for task in z.apps.get_mut(&id).into_iter().flat_map(|a| &mut a.tasks) {
+                    task.broken = false;
+                }
+            }
         }
         z.index += 1;
         HttpResponse::NoContent().finish()
@@ -622,12 +684,35 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
                     started: Instant::now(),
                     version: app.definition.version.clone().unwrap_or_default(),
                     maintenance: None,
+                    broken: z.failing_new_tasks.contains(&app.definition.id),
+                    lost: false,
                 });
                 z.index += 1;
                 return HttpResponse::NoContent().finish();
             }
         }
         HttpResponse::NotFound().json(json!({"message": format!("no task {task}")}))
+    })
+    .unwrap_or_else(|| no_zone(&zone))
+}
+
+/// The task's agent disconnects: Mesos reports the task lost; Marathon and Consul, slower to
+/// notice, still show it running and passing.
+async fn lose_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
+    let (zone, task) = path.into_inner();
+    p.with_zone(&zone, |z| {
+        match z
+            .apps
+            .values_mut()
+            .flat_map(|a| &mut a.tasks)
+            .find(|t| t.id == task)
+        {
+            Some(t) => {
+                t.lost = true;
+                HttpResponse::NoContent().finish()
+            }
+            None => HttpResponse::NotFound().json(json!({"message": format!("no task {task}")})),
+        }
     })
     .unwrap_or_else(|| no_zone(&zone))
 }

@@ -200,12 +200,19 @@ impl Flow {
 
     /// `GET path` on the API, answering status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
+        // A pooled connection of an API server that was just stopped (stop_agents) can be
+        // closed under the request, or answered 408 by a server that gave up waiting for a
+        // request on it (actix's 5 s client request timeout, while the machine was busy
+        // restarting every agent): asked again on a new connection.
+        let mut attempts = 0;
+        let resp = loop {
+            match self.http.get(format!("{}{path}", self.url)).send().await {
+                Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
+                Ok(resp) => break resp,
+                Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
+                Err(e) => panic!("GET {path}: {e:?}"),
+            }
+        };
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
