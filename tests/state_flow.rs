@@ -845,3 +845,82 @@ async fn a_replacement_is_not_healthy_on_the_old_tasks_and_a_task_lost_on_its_ag
         "the timeline says why: {last:#}"
     );
 }
+
+#[actix_web::test]
+async fn traffic_consul_refuses_for_good_is_a_timeline_event_with_its_answer_and_the_next_is_applied(
+) {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let id = flow.post(json!([{"region": p, "zones": ["c"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+    let consul = |state: &'static str| {
+        let url = format!("{}/c/_sim/consul/{state}", flow.sim(&p));
+        let http = flow.http.clone();
+        async move {
+            let resp = http.post(url).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 204);
+        }
+    };
+    let traffic = |enabled: bool| {
+        let url = format!("{}/deployments/{id}/traffic", flow.url);
+        let http = flow.http.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .json(&json!({"enabled": enabled}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 202);
+        }
+    };
+
+    consul("deny-writes").await;
+    traffic(false).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+        let refused: Vec<Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "traffic-refused")
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
+            break refused;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic-refused event: {events:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["zone"], "c");
+    let reason = refused[0]["detail"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("403") && reason.contains("Permission denied"),
+        "{reason}"
+    );
+
+    // The refused event is done: the next one, with writes allowed again, is applied.
+    consul("allow-writes").await;
+    traffic(false).await;
+    let off = instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    assert_eq!(off.len(), 2, "{off:#?}");
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == "traffic")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "traffic-refused").count(),
+        1,
+        "{kinds:?}"
+    );
+}

@@ -27,6 +27,9 @@ pub struct CompleteEventArchivalAgent {
     archive: Archive,
     /// A zone's status and reason (counts are the observations' to write).
     zone_status: PreparedStatement,
+    /// How the deployment's time in the zone ended (superseded, removed): final, whatever the
+    /// observations write to `status` afterwards.
+    zone_ended: PreparedStatement,
     /// A zone's drift (JSON, or null once mended).
     zone_drift: PreparedStatement,
 }
@@ -148,6 +151,12 @@ impl Agent for CompleteEventArchivalAgent {
                      status, reason, event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                 )
                 .await?,
+            zone_ended: archive
+                .prepare(
+                    "UPDATE {ks}.deployment_zones USING TIMESTAMP ? SET ended = ?, ended_reason = ? \
+                     WHERE deployment_id = ? AND region = ? AND zone = ?",
+                )
+                .await?,
             zone_drift: archive
                 .prepare(
                     "UPDATE {ks}.deployment_zones USING TIMESTAMP ? SET drift = ? \
@@ -238,6 +247,25 @@ impl Agent for CompleteEventArchivalAgent {
             .await;
             if let Err(problem) = written {
                 return problem.into();
+            }
+            if matches!(status, ZoneStatus::Superseded | ZoneStatus::Removed) {
+                let ended = with_retries("UPDATE deployment_zones ended", || {
+                    self.archive.session.execute_unpaged(
+                        &self.zone_ended,
+                        (
+                            t,
+                            status.as_str(),
+                            reason.as_deref(),
+                            c.deployment_id,
+                            c.region.as_str(),
+                            zone.as_str(),
+                        ),
+                    )
+                })
+                .await;
+                if let Err(problem) = ended {
+                    return problem.into();
+                }
             }
             let detail = detail.to_string();
             let event = self

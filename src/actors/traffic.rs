@@ -45,16 +45,30 @@ struct SwitchError {
     message: String,
 }
 
+/// Whether Consul answering `status` may answer otherwise later.
+fn transient(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+}
+
 impl From<reqwest::Error> for SwitchError {
     fn from(e: reqwest::Error) -> Self {
-        let transient = e.status().is_none_or(|s| {
-            s.is_server_error()
-                || s == reqwest::StatusCode::TOO_MANY_REQUESTS
-                || s == reqwest::StatusCode::REQUEST_TIMEOUT
-        });
         Self {
-            transient,
+            transient: e.status().is_none_or(transient),
             message: e.to_string(),
+        }
+    }
+}
+
+impl SwitchError {
+    /// Consul's answer to a request it did not take: its status and its own words.
+    async fn answered(answer: reqwest::Response) -> Self {
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        Self {
+            transient: transient(status),
+            message: format!("consul answered {status}: {}", body.trim()),
         }
     }
 }
@@ -97,7 +111,9 @@ impl TrafficAgent {
             if answer.status() == reqwest::StatusCode::NOT_FOUND {
                 continue;
             }
-            answer.error_for_status()?;
+            if !answer.status().is_success() {
+                return Err(SwitchError::answered(answer).await);
+            }
             switched += 1;
         }
         Ok(switched)

@@ -33,6 +33,8 @@ pub struct SimOptions {
 struct ZoneState {
     scheduler_down: bool,
     consul_down: bool,
+    /// Consul's ACLs deny mot's token `service:write`: maintenance changes are refused (403).
+    consul_denies_writes: bool,
     apps: BTreeMap<String, SimApp>,
     /// PUTs that changed an app (a repeated identical PUT changes nothing).
     changes: u64,
@@ -548,7 +550,11 @@ async fn set_scheduler(p: P, path: web::Path<(String, String)>) -> HttpResponse 
 async fn set_consul(p: P, path: web::Path<(String, String)>) -> HttpResponse {
     let (zone, state) = path.into_inner();
     p.with_zone(&zone, |z| {
-        z.consul_down = state == "down";
+        match state.as_str() {
+            "deny-writes" => z.consul_denies_writes = true,
+            "allow-writes" => z.consul_denies_writes = false,
+            _ => z.consul_down = state == "down",
+        }
         HttpResponse::NoContent().finish()
     })
     .unwrap_or_else(|| no_zone(&zone))
@@ -608,6 +614,11 @@ async fn consul_maintenance(
     p.with_zone(&zone, |z| {
         if z.consul_down {
             return consul_unavailable();
+        }
+        if z.consul_denies_writes {
+            return HttpResponse::Forbidden().body(
+                "Permission denied: token with AccessorID 'mot' lacks permission 'service:write'",
+            );
         }
         let Some(task) = z
             .apps

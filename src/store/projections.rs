@@ -109,8 +109,8 @@ impl Projections {
             ))
             .await?,
             zones: p(format!(
-                "SELECT region, zone, desired, running, healthy, status, reason, event_time, drift \
-                 FROM {ks}.deployment_zones WHERE deployment_id = ?"
+                "SELECT region, zone, desired, running, healthy, status, reason, event_time, drift, \
+                 ended, ended_reason FROM {ks}.deployment_zones WHERE deployment_id = ?"
             ))
             .await?,
             freshness: p(format!(
@@ -217,6 +217,8 @@ impl Projections {
             Option<String>,
             Option<CqlTimestamp>,
             Option<String>,
+            Option<String>,
+            Option<String>,
         );
         let rows = self
             .session
@@ -225,7 +227,13 @@ impl Projections {
             .into_rows_result()?;
         let mut out = Vec::new();
         for row in rows.rows::<Row>()? {
-            let (region, zone, desired, running, healthy, status, reason, time, drift) = row?;
+            let (region, zone, desired, running, healthy, status, reason, time, drift, ended, why) =
+                row?;
+            // An ended zone stays ended, whatever was observed there afterwards.
+            let (status, reason) = match ended {
+                Some(ended) => (Some(ended), why),
+                None => (status, reason),
+            };
             out.push(ZoneRow {
                 region,
                 zone,
