@@ -308,3 +308,83 @@ async fn an_older_launch_replayed_after_a_newer_one_is_healthy_is_superseded_and
         .count();
     assert_eq!(superseded, 1, "the replay added no row: {events:#}");
 }
+
+/// `t` as RFC 3339, URL-safe.
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .replace('+', "%2B")
+}
+
+#[actix_web::test]
+async fn an_apps_history_names_what_ran_in_each_zone_at_a_moment_and_lists_its_deployments() {
+    let flow = start().await;
+    let p = flow.prod_region.clone();
+    let targets = json!([{"region": p, "zones": ["a", "b"]}]);
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+    let first = flow.post_version("1.0.0", targets.clone()).await;
+    flow.deployment_until(&first, "healthy", |v| v["status"] == "healthy")
+        .await;
+    let between = time::OffsetDateTime::now_utc();
+    let second = flow.post_version("1.0.1", targets).await;
+    flow.deployment_until(&second, "healthy", |v| v["status"] == "healthy")
+        .await;
+    flow.deployment_until(&first, "superseded", |v| v["status"] == "superseded")
+        .await;
+    let now = time::OffsetDateTime::now_utc();
+
+    let flow = &flow;
+    let history = |at: time::OffsetDateTime| {
+        let path = format!("/apps/checkout-web/history?at={}", rfc3339(at));
+        async move { flow.get(&path).await }
+    };
+    for (at, id, version) in [(between, &first, "1.0.0"), (now, &second, "1.0.1")] {
+        let (status, body) = history(at).await;
+        assert_eq!(status, 200, "{body:#}");
+        let zones = body["zones"].as_array().unwrap();
+        assert_eq!(zones.len(), 2, "{body:#}");
+        for (zone, name) in zones.iter().zip(["a", "b"]) {
+            assert_eq!(
+                (
+                    &zone["region"],
+                    &zone["zone"],
+                    &zone["deployment_id"],
+                    &zone["version"]
+                ),
+                (&json!(p), &json!(name), &json!(id), &json!(version)),
+                "{body:#}"
+            );
+        }
+    }
+    let (status, body) = history(before).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["zones"],
+        json!([]),
+        "nothing ran before the first: {body:#}"
+    );
+
+    let (status, body) = flow.get("/apps/checkout-web/history?at=yesterday").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["fields"][0]["field"], "at", "{body:#}");
+    let (status, body) = flow.get("/apps/checkout-web/history").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["fields"][0]["field"], "at", "{body:#}");
+    let (status, _) = flow
+        .get(&format!("/apps/never-deployed/history?at={}", rfc3339(now)))
+        .await;
+    assert_eq!(status, 404);
+
+    let (status, body) = flow.get("/apps/checkout-web/deployments").await;
+    assert_eq!(status, 200, "{body:#}");
+    let ids: Vec<&str> = body["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
+    let (status, body) = flow.get("/apps/checkout-web/deployments?app=other").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["fields"][0]["field"], "app", "{body:#}");
+}

@@ -374,3 +374,58 @@ async fn an_app_removed_is_gone_from_every_zone_and_stays_gone_until_deployed_ag
         again.as_str()
     );
 }
+
+#[actix_web::test]
+async fn a_removal_a_zone_could_not_take_is_finished_once_its_scheduler_is_back() {
+    let flow = start().await;
+    let t = flow.test_region.clone();
+    let id = flow.post(json!([{"region": t, "zones": ["a", "b"]}])).await;
+    flow.deployment_until(&id, "healthy", |v| v["status"] == "healthy")
+        .await;
+    let scheduler = |state: &'static str| {
+        flow.http
+            .post(format!("{}/b/_sim/scheduler/{state}", flow.sim(&t)))
+            .send()
+    };
+    assert_eq!(scheduler("down").await.unwrap().status().as_u16(), 204);
+    let removed = flow
+        .http
+        .delete(format!("{}/apps/checkout-web?regions={t}", flow.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 202);
+    app_until(&flow, &t, "a", "removed", |a| a["app"].is_null()).await;
+    // The removal is tried and refused in zone b while its scheduler is down.
+    common::eventually(60, "a removal refused in zone b", || {
+        mending_counters(&flow, &t).mend_failures >= 1
+    })
+    .await;
+    assert_eq!(flow.stats(&t, "b").await["deletes"], 0);
+    assert_eq!(scheduler("up").await.unwrap().status().as_u16(), 204);
+
+    // No new request: zone b's app is deleted too, once, and the deployment ends removed.
+    app_until(&flow, &t, "b", "removed", |a| a["app"].is_null()).await;
+    let view = flow
+        .deployment_until(&id, "removed", |v| v["status"] == "removed")
+        .await;
+    for zone in view["regions"][0]["zones"].as_array().unwrap() {
+        assert_eq!(zone["status"], "removed", "{view:#}");
+    }
+    for zone in ["a", "b"] {
+        assert_eq!(flow.stats(&t, zone).await["deletes"], 1, "zone {zone}");
+    }
+    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+    let removals: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "removed" && e["subject"] == "scheduler")
+        .map(|e| e["zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(removals.len(), 2, "one removal per zone: {events:#}");
+    assert!(
+        removals.contains(&"a") && removals.contains(&"b"),
+        "{removals:?}"
+    );
+}

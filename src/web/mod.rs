@@ -2,6 +2,7 @@
 //! state (the central cluster's producer, the Cassandra session and statements) in [`AppState`].
 
 mod app_config;
+mod app_history;
 mod delete_app;
 pub mod error;
 mod get_deployment;
@@ -480,6 +481,14 @@ pub fn server(
                     web::post().to(post_traffic::post_traffic),
                 )
                 .route("/apps/{app}", web::delete().to(delete_app::delete_app))
+                .route(
+                    "/apps/{app}/deployments",
+                    web::get().to(app_history::app_deployments),
+                )
+                .route(
+                    "/apps/{app}/history",
+                    web::get().to(app_history::app_history),
+                )
                 .route("/apps/{app}/config", web::get().to(app_config::get_config))
                 .route("/apps/{app}/config", web::put().to(app_config::put_config)),
             None => app,
