@@ -146,7 +146,9 @@ impl DeploymentMendingAgent {
             .as_ref()
             .and_then(|d| d.mended_at_us)
             .unwrap_or(0)
-            .max(desired.asked_at_us);
+            .max(desired.asked_at_us)
+            // A removal is asked before its zones are emptied: let it do its work first.
+            .max(desired.removal.as_ref().map_or(0, |r| r.removed_at_us));
         let fresh = tracked
             .observed
             .as_ref()

@@ -34,6 +34,7 @@ use crate::platform::marathon::{
     self, App, Container, Docker, MarathonClient, MarathonHealthCheck, PortDefinition,
 };
 use crate::topics::catalog;
+use crate::topics::clients::HomeProducer;
 use crate::topics::names::{RegionName, TopicName, ZoneName};
 
 use super::cache::LastRecordCache;
@@ -63,6 +64,9 @@ pub struct DeploymentOperationAgent {
     desired_topic: TopicName,
     /// What was applied per app and zone (JSON [`ZoneDesired`]), grouped by `<region>/<app>`.
     desired: LastRecordCache,
+    /// The process's producer to the home cluster, for a removal's intent (published before
+    /// its effects, see [`Self::remove`]).
+    producer: HomeProducer,
 }
 
 /// What one zone made of a launch.
@@ -365,30 +369,79 @@ impl DeploymentOperationAgent {
 
     /// Removes the app from every zone of a removal; returns the records to publish: each removed
     /// deployment reported removed there, and the zones' new desired state.
+    ///
+    /// Intent first: before any scheduler is called, each zone's desired state says the app is
+    /// removed (published and acknowledged), so the DeploymentMendingAgent never takes a zone
+    /// this removal already emptied, while another zone's scheduler keeps the removal waiting,
+    /// for a deployment gone missing and puts it back.
     async fn remove(
         &self,
         removal: &Envelope<RemovalLaunch>,
         cause: &Incoming,
-    ) -> Result<Vec<Outgoing>, String> {
+    ) -> Result<Vec<Outgoing>, Outcome> {
         let r = &removal.payload;
-        let results = join_all(r.zones.iter().map(|zone| async move {
-            let key = desired::key(&self.region, zone, &r.app);
-            let before: Option<ZoneDesired> = self
-                .desired
-                .last(&key)
-                .and_then(|json| serde_json::from_slice(&json).ok());
-            if let Some(mark) = before
+        let cause_id = removal.id.to_string();
+        let befores: Vec<(ZoneName, Option<ZoneDesired>)> = r
+            .zones
+            .iter()
+            .map(|zone| {
+                let key = desired::key(&self.region, zone, &r.app);
+                let before = self
+                    .desired
+                    .last(&key)
+                    .and_then(|json| serde_json::from_slice(&json).ok());
+                (zone.clone(), before)
+            })
+            .collect();
+        let replayed = |before: &Option<ZoneDesired>| {
+            before
                 .as_ref()
                 .and_then(|b| b.removal.as_ref())
                 .filter(|m| m.removal_id == r.removal_id)
-            {
-                // A replay: what it reported the first time.
-                return (zone.clone(), mark.clone(), None);
-            }
-            if before
+                .cloned()
+        };
+        let past = |before: &Option<ZoneDesired>| {
+            before
                 .as_ref()
                 .is_some_and(|b| b.asked_generation() > r.generation)
+        };
+        let asked_at = now_us();
+        let mut intents = Vec::new();
+        for (_, before) in &befores {
+            if let Some(b) = before
+                .as_ref()
+                .filter(|_| replayed(before).is_none() && !past(before))
             {
+                let intent = b.with_removal(RemovalMark {
+                    removal_id: r.removal_id,
+                    generation: r.generation,
+                    removed_at_us: asked_at,
+                    removed: Vec::new(),
+                });
+                let record = self
+                    .keep(&intent, asked_at, &format!("{cause_id}/intent"), cause)
+                    .map_err(Outcome::Reject)?;
+                intents.push(record);
+            }
+        }
+        let enqueued: Vec<_> = intents
+            .iter()
+            .map(|out| super::pipeline::enqueue(&self.producer, out))
+            .collect();
+        for delivery in enqueued {
+            super::pipeline::acknowledged(delivery).await.map_err(|e| {
+                Outcome::Fail(format!(
+                    "the removal's desired state was not acknowledged: {e}"
+                ))
+            })?;
+        }
+
+        let results = join_all(befores.into_iter().map(|(zone, before)| async move {
+            if let Some(mark) = replayed(&before) {
+                // A replay: what it reported the first time.
+                return (zone, mark, None);
+            }
+            if past(&before) {
                 // Something newer was asked of the zone since: the removal is past.
                 let mark = RemovalMark {
                     removal_id: r.removal_id,
@@ -396,15 +449,15 @@ impl DeploymentOperationAgent {
                     removed_at_us: removal.time_us,
                     removed: Vec::new(),
                 };
-                return (zone.clone(), mark, None);
+                return (zone, mark, None);
             }
-            let removed_at_us = self.delete_in(zone, r).await;
+            let removed_at_us = self.delete_in(&zone, r).await;
             let mark = RemovalMark {
                 removal_id: r.removal_id,
                 generation: r.generation,
                 // Not removed yet (the scheduler did not answer): the removal stands, the
                 // DeploymentMendingAgent removes the app once the scheduler takes it.
-                removed_at_us: removed_at_us.unwrap_or(removal.time_us),
+                removed_at_us: removed_at_us.unwrap_or(asked_at),
                 removed: match removed_at_us {
                     Some(_) => before
                         .as_ref()
@@ -414,11 +467,10 @@ impl DeploymentOperationAgent {
                 },
             };
             let desired = before.map(|b| b.with_removal(mark.clone()));
-            (zone.clone(), mark, desired)
+            (zone, mark, desired)
         }))
         .await;
 
-        let cause_id = removal.id.to_string();
         let mut out = Vec::new();
         let mut removed: BTreeMap<Uuid, (u64, Vec<ZoneOutcome>)> = BTreeMap::new();
         for (zone, mark, desired) in results {
@@ -435,7 +487,10 @@ impl DeploymentOperationAgent {
                     });
             }
             if let Some(desired) = desired {
-                out.push(self.keep(&desired, mark.removed_at_us, &cause_id, cause)?);
+                out.push(
+                    self.keep(&desired, mark.removed_at_us, &cause_id, cause)
+                        .map_err(Outcome::Reject)?,
+                );
             }
         }
         for (id, (generation, zones)) in removed {
@@ -452,7 +507,10 @@ impl DeploymentOperationAgent {
                 version: String::new(),
                 zones,
             };
-            out.push(self.complete_event(&completed, time_us, &cause_id, cause)?);
+            out.push(
+                self.complete_event(&completed, time_us, &cause_id, cause)
+                    .map_err(Outcome::Reject)?,
+            );
         }
         Ok(out)
     }
@@ -583,6 +641,7 @@ impl Agent for DeploymentOperationAgent {
             output: TopicName::local(&catalog::DEPLOYMENT_COMPLETE_EVENTS.base()),
             desired_topic,
             desired,
+            producer: ctx.producers.get(&ctx.home)?,
         })
     }
 
@@ -603,7 +662,7 @@ impl Agent for DeploymentOperationAgent {
             }
             return match self.remove(&removal, incoming).await {
                 Ok(records) => Outcome::Publish(records),
-                Err(reason) => Outcome::Reject(reason),
+                Err(outcome) => outcome,
             };
         }
         let launch = match incoming.decode::<LaunchRequested>() {
