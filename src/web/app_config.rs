@@ -14,7 +14,8 @@ use crate::topics::names::AppName;
 /// Largest configuration accepted, in bytes.
 const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
-fn app_name(raw: &str) -> Result<AppName, ApiError> {
+/// The `{app}` of a path, or a 400 naming `app`.
+pub(super) fn app_name(raw: &str) -> Result<AppName, ApiError> {
     AppName::parse(raw).map_err(|e| ApiError::bad_field("invalid_app", "app", e.to_string()))
 }
 

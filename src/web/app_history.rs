@@ -15,20 +15,16 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::app_config::app_name;
 use super::error::ApiError;
 use super::list_deployments::list_deployments;
 use super::AppState;
 use crate::store::projections::EventRow;
-use crate::topics::names::AppName;
 
 /// Deployments read, newest first, to answer one history question at most.
 const MAX_SCANNED: usize = 500;
 /// Ids asked of Cassandra per page.
 const PAGE: i32 = 100;
-
-fn app_name(raw: &str) -> Result<AppName, ApiError> {
-    AppName::parse(raw).map_err(|e| ApiError::bad_field("invalid_app", "app", e.to_string()))
-}
 
 fn read_failed(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("reading an app's history", &e)
