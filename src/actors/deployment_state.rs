@@ -54,26 +54,23 @@ fn group(state: &DeploymentZoneState) -> String {
     format!("{}/{}/{}", state.region, state.zone, state.app)
 }
 
-/// `<region>/<zone>/<deployment id>` of an app.
-fn marathon_group(state: &MarathonAppState) -> String {
-    let deployment = state.app.labels.get(LABEL_DEPLOYMENT_ID);
-    format!(
-        "{}/{}/{}",
-        state.region,
-        state.zone,
-        deployment.map_or("", String::as_str)
-    )
+/// `<region>/<zone>/<deployment id>`, from the labels mot put on an app (and Marathon copies
+/// to its tasks).
+fn by_deployment(
+    region: &RegionName,
+    zone: &crate::topics::names::ZoneName,
+    labels: &BTreeMap<String, String>,
+) -> String {
+    let deployment = labels.get(LABEL_DEPLOYMENT_ID);
+    format!("{region}/{zone}/{}", deployment.map_or("", String::as_str))
 }
 
-/// `<region>/<zone>/<deployment id>` of a task.
+fn marathon_group(state: &MarathonAppState) -> String {
+    by_deployment(&state.region, &state.zone, &state.app.labels)
+}
+
 fn mesos_group(task: &MesosTaskState) -> String {
-    let deployment = task.labels.get(LABEL_DEPLOYMENT_ID);
-    format!(
-        "{}/{}/{}",
-        task.region,
-        task.zone,
-        deployment.map_or("", String::as_str)
-    )
+    by_deployment(&task.region, &task.zone, &task.labels)
 }
 
 fn consul_group(state: &ConsulAppState) -> String {
@@ -229,9 +226,10 @@ pub fn group_sources(
     for task in &own {
         let on_agent = mesos.get(task.id.as_str()).copied();
         let marathon_running = task.state == "TASK_RUNNING";
+        let passing = marathon_passing(app, task);
         if !marathon_running {
             marathon.push(format!("marathon: task {} is {}", task.id, task.state));
-        } else if !marathon_passing(app, task) {
+        } else if !passing {
             marathon.push(format!(
                 "marathon: task {} fails its health checks",
                 task.id
@@ -277,7 +275,7 @@ pub fn group_sources(
         if marathon_running && on_agent.is_none_or(MesosTaskState::is_active) {
             running += 1;
         }
-        if marathon_running && marathon_passing(app, task) && mesos_running && consul_passing {
+        if marathon_running && passing && mesos_running && consul_passing {
             healthy += 1;
         }
     }
@@ -328,7 +326,8 @@ impl DeploymentStateAgent {
         }
     }
 
-    /// The deployment state of the app held under `key`, if it was deployed by mot.
+    /// The deployment state `input` (an app in a zone) shows, joined with Mesos's and Consul's
+    /// views, if the app was deployed by mot.
     fn zone_state(&self, input: &MarathonAppState) -> Option<DeploymentZoneState> {
         let app = &input.app;
         let deployment_id = app.labels.get(LABEL_DEPLOYMENT_ID)?.parse().ok()?;

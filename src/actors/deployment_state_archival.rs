@@ -93,6 +93,17 @@ impl DeploymentStateArchivalAgent {
         if let Err(problem) = zone {
             return problem.into();
         }
+        self.zone_event(s, t, status.as_str(), &detail).await
+    }
+
+    /// The zone's timeline entry, once its row is written: the record is stored (2 writes).
+    async fn zone_event(
+        &self,
+        s: &DeploymentZoneState,
+        t: i64,
+        kind: &str,
+        detail: &str,
+    ) -> Outcome {
         stored(
             self.archive
                 .timeline(TimelineEntry {
@@ -101,8 +112,8 @@ impl DeploymentStateArchivalAgent {
                     region: s.region.as_str(),
                     zone: s.zone.as_str(),
                     subject: "zone",
-                    kind: status.as_str(),
-                    detail: detail.as_str(),
+                    kind,
+                    detail,
                 })
                 .await
                 .map(|_| 2),
@@ -133,20 +144,7 @@ impl DeploymentStateArchivalAgent {
             return problem.into();
         }
         let detail = serde_json::json!({"desired": s.desired, "version": s.version}).to_string();
-        stored(
-            self.archive
-                .timeline(TimelineEntry {
-                    deployment: s.deployment_id,
-                    time_us: t,
-                    region: s.region.as_str(),
-                    zone: s.zone.as_str(),
-                    subject: "zone",
-                    kind: "gone",
-                    detail: detail.as_str(),
-                })
-                .await
-                .map(|_| 2),
-        )
+        self.zone_event(s, t, "gone", &detail).await
     }
 }
 

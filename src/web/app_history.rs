@@ -25,6 +25,8 @@ use crate::store::projections::EventRow;
 const MAX_SCANNED: usize = 500;
 /// Ids asked of Cassandra per page.
 const PAGE: i32 = 100;
+/// Deployments read at once.
+const READ_AHEAD: usize = 16;
 
 fn read_failed(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("reading an app's history", &e)
@@ -136,17 +138,25 @@ pub async fn app_history(
     // (or, ended by then, the zone was left empty by a removal).
     let mut zones: BTreeMap<(String, String), Value> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
-    for id in ids {
-        if !seen.insert(id) {
-            continue;
-        }
-        let Some(row) = projections.deployment(id).await.map_err(read_failed)? else {
+    ids.retain(|id| seen.insert(*id));
+    // Read a few deployments at a time, taken in order (newest first).
+    use futures::{StreamExt, TryStreamExt};
+    let mut read = futures::stream::iter(ids)
+        .map(|id| async move {
+            let Some(row) = projections.deployment(id).await? else {
+                return Ok(None);
+            };
+            if row.created_ms.saturating_mul(1000) > at_us {
+                return Ok(None);
+            }
+            let events = projections.events(id).await?;
+            Ok::<_, crate::store::projections::ReadError>(Some((id, row, events)))
+        })
+        .buffered(READ_AHEAD);
+    while let Some(found) = read.try_next().await.map_err(read_failed)? {
+        let Some((id, row, events)) = found else {
             continue;
         };
-        if row.created_ms.saturating_mul(1000) > at_us {
-            continue;
-        }
-        let events = projections.events(id).await.map_err(read_failed)?;
         for ((region, zone), stint) in stints(&events) {
             if stint.since_us > at_us || zones.contains_key(&(region.clone(), zone.clone())) {
                 continue;

@@ -537,8 +537,9 @@ impl Topology {
             push(
                 "DeploymentStateAgent",
                 vec![
-                    local(home, &catalog::INSTANCE_STATE_CHANGE),
                     local(home, &catalog::MARATHON_APP_STATE),
+                    local(home, &catalog::MESOS_TASK_STATE),
+                    local(home, &catalog::CONSUL_APP_STATE),
                 ],
                 vec![local(home, &catalog::DEPLOYMENT_STATE_CHANGE)],
             );
