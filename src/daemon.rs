@@ -14,7 +14,9 @@ use crate::actors::counters::Registry;
 use std::collections::BTreeMap;
 
 use crate::actors::supervisor::{AgentSpec, Backoff, Ping, RegionSupervisor, Shutdown};
-use crate::actors::{LOCALIZER, PERSISTENCE_AGENTS, REGIONAL_AGENTS, SERVICE_AGENTS};
+use crate::actors::{
+    CENTRAL_ARCHIVAL_AGENTS, LOCALIZER, PERSISTENCE_AGENTS, REGIONAL_AGENTS, SERVICE_AGENTS,
+};
 use crate::config::{Carrier, Config, Role};
 use crate::notify::Notifier;
 use crate::topics::clients::{self, ClusterAdmin};
@@ -295,6 +297,16 @@ fn plan_agents(topology: &Topology) -> BTreeMap<RegionName, Vec<AgentSpec>> {
                 .or_default()
                 .extend(archival);
         }
+        let central = CENTRAL_ARCHIVAL_AGENTS.iter().map(|entry| AgentSpec {
+            entry: *entry,
+            name: entry.name.to_owned(),
+            home: topology.central_home(),
+            route: None,
+        });
+        specs
+            .entry(config.topology.central.clone())
+            .or_default()
+            .extend(central);
     }
     if config.runs(Role::Service) {
         let central = &config.topology.central;

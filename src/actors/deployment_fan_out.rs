@@ -25,16 +25,19 @@ pub struct DeploymentFanOutAgent {
     central: RegionName,
 }
 
-/// The launch events of one request, in target order.
+/// The launch events of one request, in target order: for every target region, or for those of
+/// `only` (a rollout's wave).
 pub fn launch_events(
     request: &Envelope<DeploymentRequested>,
     cause: &Incoming,
+    only: Option<&[RegionName]>,
 ) -> Result<Vec<Outgoing>, String> {
     let base = catalog::DEPLOYMENT_LAUNCH_EVENTS.base();
     request
         .payload
         .targets
         .iter()
+        .filter(|target| only.is_none_or(|regions| regions.contains(&target.region)))
         .map(|target| {
             let launch = LaunchRequested {
                 deployment_id: request.payload.id,
@@ -121,6 +124,13 @@ impl Agent for DeploymentFanOutAgent {
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
         if incoming
             .header(HEADER_EVENT_TYPE)
+            .is_some_and(|t| t.starts_with(b"RolloutCommand."))
+        {
+            // The RolloutAgent's.
+            return Outcome::Skip;
+        }
+        if incoming
+            .header(HEADER_EVENT_TYPE)
             .is_some_and(|t| t.starts_with(b"RemovalRequested."))
         {
             let request = match incoming.decode::<RemovalRequested>() {
@@ -139,10 +149,11 @@ impl Agent for DeploymentFanOutAgent {
             Ok(request) => request,
             Err(rejected) => return rejected,
         };
-        if request.origin != self.central {
+        if request.origin != self.central || request.payload.strategy.is_some() {
+            // A rollout's waves are launched by the RolloutAgent, each when its time comes.
             return Outcome::Skip;
         }
-        match launch_events(&request, incoming) {
+        match launch_events(&request, incoming, None) {
             Ok(events) => Outcome::Publish(events),
             Err(reason) => Outcome::Reject(reason),
         }

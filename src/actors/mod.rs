@@ -28,6 +28,8 @@ pub mod mesos_state;
 pub mod pipeline;
 pub mod poller;
 pub mod region_heartbeat;
+pub mod rollout;
+pub mod rollout_archival;
 pub mod supervisor;
 pub mod traffic;
 
@@ -47,8 +49,10 @@ pub const REGIONAL_AGENTS: &[AgentEntry] = &[
 ];
 
 /// The service layer's agents, run for the central region.
-pub const SERVICE_AGENTS: &[AgentEntry] =
-    &[AgentEntry::of::<deployment_fan_out::DeploymentFanOutAgent>()];
+pub const SERVICE_AGENTS: &[AgentEntry] = &[
+    AgentEntry::of::<deployment_fan_out::DeploymentFanOutAgent>(),
+    AgentEntry::of::<rollout::RolloutAgent>(),
+];
 
 /// The persistence layer's agents: the MultiRegionAgentFactory starts these for every region of
 /// the topology, in the central datacenter, each reading that region's topic there.
@@ -57,6 +61,11 @@ pub const PERSISTENCE_AGENTS: &[AgentEntry] = &[
     AgentEntry::of::<instance_archival::InstanceArchivalAgent>(),
     AgentEntry::of::<complete_event_archival::CompleteEventArchivalAgent>(),
 ];
+
+/// The persistence layer's agents for what only the central datacenter holds (rollouts), run
+/// once, for the central region.
+pub const CENTRAL_ARCHIVAL_AGENTS: &[AgentEntry] =
+    &[AgentEntry::of::<rollout_archival::RolloutArchivalAgent>()];
 
 /// mot's mirror: one instance per route hop carried by mot, in the route's destination.
 pub const LOCALIZER: AgentEntry = AgentEntry::of::<localizer::Localizer>();

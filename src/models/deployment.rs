@@ -87,6 +87,13 @@ pub struct DeploymentRequested {
     pub generation: u64,
     pub spec: DeploymentSpec,
     pub targets: Vec<Target>,
+    /// How to roll it out: waves of regions gated on its own health. Without one, every target
+    /// region is launched at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<crate::models::rollout::Strategy>,
+    /// The deployment this one rolls back (it puts an earlier deployment's spec back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<Uuid>,
 }
 
 /// What one region is asked to do (on `mot-deployment-launch-events-<env>-<region>`, key: the

@@ -6,4 +6,5 @@ pub mod deployment;
 pub mod desired;
 pub mod envelope;
 pub mod instance;
+pub mod rollout;
 pub mod state;

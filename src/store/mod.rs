@@ -3,6 +3,7 @@
 
 pub mod migrate;
 pub mod projections;
+pub mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,12 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
+use crate::models::deployment::DeploymentRequested;
+use crate::models::rollout::Rollout;
+
+/// Deployments read, newest first, looking for what a rollback puts back.
+pub const ROLLBACK_SCAN: usize = 200;
+
 /// Why a read failed.
 pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -90,10 +96,10 @@ pub struct Projections {
     events: PreparedStatement,
     by_app: PreparedStatement,
     by_month: PreparedStatement,
-    insert_by_month: PreparedStatement,
     config: PreparedStatement,
     put_config: PreparedStatement,
     insert_event: PreparedStatement,
+    rollout: PreparedStatement,
 }
 
 impl Projections {
@@ -135,11 +141,6 @@ impl Projections {
                 "SELECT id FROM {ks}.deployments_by_month WHERE month = ?"
             ))
             .await?,
-            insert_by_month: p(format!(
-                "INSERT INTO {ks}.deployments_by_month (month, created_at, id, app) VALUES (?, ?, ?, ?) \
-                 USING TIMESTAMP ?"
-            ))
-            .await?,
             config: p(format!(
                 "SELECT config, revision, updated_at FROM {ks}.app_config WHERE app = ?"
             ))
@@ -150,8 +151,26 @@ impl Projections {
             ))
             .await?,
             insert_event: p(crate::actors::archival::INSERT_EVENT.replace("{ks}", ks)).await?,
+            rollout: p(format!(
+                "SELECT rollout FROM {ks}.deployment_rollouts WHERE deployment_id = ?"
+            ))
+            .await?,
             session,
         })
+    }
+
+    /// The rollout of deployment `id`, if it has a strategy and the rollout was archived.
+    pub async fn rollout(&self, id: Uuid) -> Result<Option<Rollout>, ReadError> {
+        let row = self
+            .session
+            .execute_unpaged(&self.rollout, (id,))
+            .await?
+            .into_rows_result()?
+            .maybe_first_row::<(Option<String>,)>()?;
+        Ok(row
+            .and_then(|(json,)| json)
+            .map(|json| serde_json::from_str(&json))
+            .transpose()?)
     }
 
     /// Puts an event of the service layer's own on a deployment's timeline.
@@ -381,26 +400,60 @@ impl Projections {
         Ok((ids, next))
     }
 
-    /// Lists a new deployment under its month.
-    pub async fn list_by_month(
+    /// For each of `regions`, the newest deployment of `app` with a generation below `before`
+    /// that was healthy there (its timeline shows every zone it targeted in the region healthy
+    /// at some point): what a rollback puts back. A region with none is left out. At most
+    /// [`ROLLBACK_SCAN`] deployments are read, newest first.
+    pub async fn earlier_healthy(
         &self,
-        id: Uuid,
         app: &str,
-        created_us: i64,
-    ) -> Result<(), ReadError> {
-        self.session
-            .execute_unpaged(
-                &self.insert_by_month,
-                (
-                    month_of(created_us / 1000),
-                    CqlTimestamp(created_us / 1000),
-                    id,
-                    app,
-                    created_us,
-                ),
-            )
-            .await?;
-        Ok(())
+        before: u64,
+        regions: &[crate::topics::names::RegionName],
+    ) -> Result<BTreeMap<crate::topics::names::RegionName, DeploymentRequested>, ReadError> {
+        let mut found = BTreeMap::new();
+        let mut paging = PagingState::start();
+        let mut scanned = 0;
+        loop {
+            let (ids, next) = self.deployment_ids(Some(app), "", 50, paging).await?;
+            for id in ids {
+                scanned += 1;
+                if found.len() == regions.len() {
+                    return Ok(found);
+                }
+                let Some(row) = self.deployment(id).await? else {
+                    continue;
+                };
+                let Ok(request) = serde_json::from_str::<DeploymentRequested>(&row.request) else {
+                    continue;
+                };
+                if request.generation >= before {
+                    continue;
+                }
+                let events = self.events(id).await?;
+                for target in &request.targets {
+                    if found.contains_key(&target.region) || !regions.contains(&target.region) {
+                        continue;
+                    }
+                    let healthy = target.zones.iter().all(|zone| {
+                        events.iter().any(|e| {
+                            e.subject == "zone"
+                                && e.kind == "healthy"
+                                && e.region == target.region.as_str()
+                                && e.zone == zone.as_str()
+                        })
+                    });
+                    if healthy {
+                        found.insert(target.region.clone(), request.clone());
+                    }
+                }
+            }
+            match next {
+                Some(state) if scanned < ROLLBACK_SCAN => {
+                    paging = PagingState::new_from_raw_bytes(state)
+                }
+                _ => return Ok(found),
+            }
+        }
     }
 
     pub async fn app_config(&self, app: &str) -> Result<Option<AppConfigRow>, ReadError> {

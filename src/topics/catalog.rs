@@ -106,6 +106,9 @@ pub const MESOS_TASK_STATE: TopicSpec = spec("mot-mesos-task-state", Flow::Local
 /// What the region keeps each zone's apps at: the newest deployment applied per app and zone,
 /// and the history before it, written by the DeploymentOperationAgent and rebuilt by it at start.
 pub const DESIRED_STATE: TopicSpec = spec("mot-desired-state", Flow::Local, Cleanup::Compact);
+/// Each rollout's state (waves, gates, zones seen), published by the RolloutAgent in the central
+/// cluster whenever it changes, and rebuilt by it from there at start.
+pub const ROLLOUTS: TopicSpec = spec("mot-rollouts", Flow::Local, Cleanup::Compact);
 /// Records an agent could not process, with the reason; one per cluster.
 pub const DEAD_LETTERS: TopicSpec = spec("mot-dead-letters", Flow::Local, Cleanup::Delete);
 
@@ -121,6 +124,7 @@ pub const ALL: &[TopicSpec] = &[
     MARATHON_APP_STATE,
     MESOS_TASK_STATE,
     DESIRED_STATE,
+    ROLLOUTS,
     DEAD_LETTERS,
 ];
 

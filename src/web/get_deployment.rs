@@ -15,6 +15,7 @@ use super::AppState;
 use crate::actors::region_heartbeat::HEARTBEAT_INTERVAL;
 use crate::models::deployment::DeploymentRequested;
 use crate::models::envelope::now_us;
+use crate::models::rollout::RolloutStatus;
 use crate::store::projections::ZoneRow;
 
 /// A region whose last heartbeat is older than this is shown stale.
@@ -68,9 +69,17 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
     let Some(row) = p.deployment(id).await.map_err(read_failed)? else {
         return Ok(None);
     };
-    let zones = p.zones(id).await.map_err(read_failed)?;
-    let freshness = p.freshness(&row.targets).await.map_err(read_failed)?;
     let request: Option<DeploymentRequested> = serde_json::from_str(&row.request).ok();
+    let has_rollout = request.as_ref().is_some_and(|r| r.strategy.is_some());
+    let (zones, freshness, rollout) =
+        futures::try_join!(p.zones(id), p.freshness(&row.targets), async {
+            if has_rollout {
+                p.rollout(id).await
+            } else {
+                Ok(None)
+            }
+        })
+        .map_err(read_failed)?;
     // Every target zone is shown, reported or not yet ("pending").
     let mut by_region: BTreeMap<String, BTreeMap<String, Option<&ZoneRow>>> = BTreeMap::new();
     for target in request.iter().flat_map(|r| &r.targets) {
@@ -115,9 +124,15 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
             .flatten()
             .filter_map(|z| z.event_time_ms)
             .max();
+        let rollout_state = rollout.as_ref().and_then(|r| {
+            crate::topics::names::RegionName::parse(region)
+                .ok()
+                .and_then(|name| r.regions.get(&name).copied())
+        });
         regions.push(json!({
             "region": region,
             "status": status,
+            "state": rollout_state,
             "last_event_ms": last_event,
             "freshness": {
                 "last_heartbeat_ms": heartbeat,
@@ -129,12 +144,41 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
     }
     let request_json: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
     let last_event = zones.iter().filter_map(|z| z.event_time_ms).max();
+    let observed = if zones.is_empty() {
+        "requested"
+    } else {
+        aggregate(region_statuses)
+    };
+    // A rollout's own status, but once it completed: what the zones show since.
+    let status = match &rollout {
+        Some(r) if r.status != RolloutStatus::Healthy => r.status.as_str(),
+        _ => observed,
+    };
+    let ms = |us: Option<i64>| us.map(|us| us / 1000);
+    let waves: Option<Vec<Value>> = rollout.as_ref().map(|r| {
+        r.waves
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                json!({
+                    "wave": i, "regions": w.regions, "state": w.state,
+                    "started_ms": ms(w.started_us), "healthy_since_ms": ms(w.healthy_since_us),
+                    "ended_ms": ms(w.ended_us), "reason": w.reason,
+                })
+            })
+            .collect()
+    });
     Ok(Some(json!({
         "id": row.id,
         "app": row.app,
         "version": row.version,
         "generation": row.generation,
-        "status": if zones.is_empty() { "requested" } else { aggregate(region_statuses) },
+        "status": status,
+        "strategy": request.as_ref().and_then(|r| r.strategy.as_ref()),
+        "waves": waves,
+        "rollout_reason": rollout.as_ref().and_then(|r| r.reason.as_deref()),
+        "rollbacks": rollout.as_ref().map(|r| &r.rollbacks),
+        "rollback_of": request.as_ref().and_then(|r| r.rollback_of),
         "targets": row.targets,
         "created_at_ms": row.created_ms,
         "last_event_ms": last_event,

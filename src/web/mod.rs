@@ -13,6 +13,7 @@ mod openapi;
 pub mod post_deployment;
 mod post_traffic;
 pub mod readyz;
+mod rollouts;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,8 +22,6 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use scylla::client::session::Session;
-use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlTimestamp;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -43,35 +42,11 @@ pub struct AppState {
     topology: std::sync::RwLock<Topology>,
     /// Producer to the central cluster, with the API's delivery timeout.
     producer: HomeProducer,
-    session: Arc<Session>,
-    statements: Statements,
+    /// The service layer's own rows: generations, idempotency keys, deployment shells.
+    requests: store::requests::Requests,
     /// The projections the reads are served from.
     projections: store::projections::Projections,
 }
-
-struct Statements {
-    insert_deployment: PreparedStatement,
-    insert_by_app: PreparedStatement,
-    claim_key: PreparedStatement,
-    select_key: PreparedStatement,
-    mark_key_logged: PreparedStatement,
-    select_generation: PreparedStatement,
-    first_generation: PreparedStatement,
-    next_generation: PreparedStatement,
-}
-
-/// What an Idempotency-Key stands for.
-pub(crate) struct Claim {
-    /// The deployment id.
-    pub id: Uuid,
-    /// Whether its request is already on the request log.
-    pub logged: bool,
-    /// The generation it was given.
-    pub generation: u64,
-}
-
-/// Attempts at taking the next generation of an app while other requests take them too.
-const GENERATION_ATTEMPTS: u32 = 32;
 
 /// How long the API waits for Kafka to acknowledge a request before answering 503.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,47 +62,9 @@ impl AppState {
     pub async fn with_session(topology: Topology, session: Arc<Session>) -> anyhow::Result<Self> {
         let config = topology.config();
         let ks = &config.cassandra.keyspace;
-        let prepare = |cql: String| {
-            let session = session.clone();
-            async move { session.prepare(cql).await }
-        };
-        let statements = Statements {
-            insert_deployment: prepare(format!(
-                "INSERT INTO {ks}.deployments (id, app, version, request, status, targets, created_at, updated_at, trace_id, generation) \
-                 VALUES (?, ?, ?, ?, 'requested', ?, ?, ?, ?, ?) USING TIMESTAMP ?"
-            ))
-            .await?,
-            insert_by_app: prepare(format!(
-                "INSERT INTO {ks}.deployments_by_app (app, created_at, id, version, status) \
-                 VALUES (?, ?, ?, ?, 'requested') USING TIMESTAMP ?"
-            ))
-            .await?,
-            claim_key: prepare(format!(
-                "INSERT INTO {ks}.idempotency_keys (key, deployment_id, request_hash, generation, created_at) \
-                 VALUES (?, ?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
-            ))
-            .await?,
-            select_key: prepare(format!(
-                "SELECT deployment_id, request_hash, logged, generation FROM {ks}.idempotency_keys WHERE key = ?"
-            ))
-            .await?,
-            select_generation: prepare(format!(
-                "SELECT generation FROM {ks}.app_generations WHERE app = ?"
-            ))
-            .await?,
-            first_generation: prepare(format!(
-                "INSERT INTO {ks}.app_generations (app, generation) VALUES (?, 1) IF NOT EXISTS"
-            ))
-            .await?,
-            next_generation: prepare(format!(
-                "UPDATE {ks}.app_generations SET generation = ? WHERE app = ? IF generation = ?"
-            ))
-            .await?,
-            mark_key_logged: prepare(format!(
-                "UPDATE {ks}.idempotency_keys SET logged = true WHERE key = ?"
-            ))
-            .await?,
-        };
+        let requests = store::requests::Requests::prepare(session.clone(), ks)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let projections = store::projections::Projections::prepare(session.clone(), ks)
             .await
             .map_err(|e| anyhow::anyhow!("preparing the api's reads: {e}"))?;
@@ -137,8 +74,7 @@ impl AppState {
         Ok(Self {
             topology: std::sync::RwLock::new(topology),
             producer,
-            session,
-            statements,
+            requests,
             projections,
         })
     }
@@ -157,57 +93,12 @@ impl AppState {
     }
 
     /// The next generation of `app`: one more than any given out before, by any instance of the
-    /// API (a compare-and-set on `app_generations`, retried while others win the race).
+    /// API.
     async fn next_generation(&self, app: &str) -> Result<u64, ApiError> {
-        let failed = |e: &dyn std::fmt::Display| ApiError::internal("taking a generation", e);
-        let mut current: Option<i64> = self
-            .session
-            .execute_unpaged(&self.statements.select_generation, (app,))
+        self.requests
+            .next_generation(app)
             .await
-            .map_err(|e| failed(&e))?
-            .into_rows_result()
-            .map_err(|e| failed(&e))?
-            .maybe_first_row::<(Option<i64>,)>()
-            .map_err(|e| failed(&e))?
-            .and_then(|(g,)| g);
-        for _ in 0..GENERATION_ATTEMPTS {
-            let (result, next) = match current {
-                None => (
-                    self.session
-                        .execute_unpaged(&self.statements.first_generation, (app,))
-                        .await,
-                    1,
-                ),
-                Some(g) => (
-                    self.session
-                        .execute_unpaged(&self.statements.next_generation, (g + 1, app, g))
-                        .await,
-                    g + 1,
-                ),
-            };
-            let row = result
-                .map_err(|e| failed(&e))?
-                .into_rows_result()
-                .map_err(|e| failed(&e))?
-                .maybe_first_row::<scylla::value::Row>()
-                .map_err(|e| failed(&e))?;
-            let columns = row.map(|r| r.columns).unwrap_or_default();
-            let applied = columns
-                .first()
-                .cloned()
-                .flatten()
-                .and_then(|v| v.as_boolean())
-                .unwrap_or(false);
-            if applied {
-                return Ok(next as u64);
-            }
-            // Not applied: the row shows the generation someone else took.
-            current = columns.iter().skip(1).flatten().find_map(|v| v.as_bigint());
-        }
-        Err(ApiError::unavailable(
-            "too many deployments of this app at once; retry",
-            1,
-        ))
+            .map_err(requests_error)
     }
 
     /// The deployment id and generation `key` stands for: new ones when the key is new, the
@@ -218,68 +109,11 @@ impl AppState {
         key: &str,
         hash: &str,
         app: &str,
-    ) -> Result<Claim, ApiError> {
-        if let Some(claim) = self.existing_claim(key, hash).await? {
-            return Ok(claim);
-        }
-        let fresh = Uuid::new_v4();
-        let generation = self.next_generation(app).await?;
-        let claimed = self
-            .session
-            .execute_unpaged(
-                &self.statements.claim_key,
-                (key, fresh, hash, generation as i64),
-            )
+    ) -> Result<store::requests::Claim, ApiError> {
+        self.requests
+            .claim(key, hash, app, Uuid::new_v4())
             .await
-            .map_err(|e| ApiError::internal("claiming an idempotency key", &e))?;
-        let applied = claimed
-            .into_rows_result()
-            .ok()
-            .and_then(|rows| rows.first_row::<scylla::value::Row>().ok())
-            .and_then(|row| row.columns.first().cloned().flatten())
-            .and_then(|v| v.as_boolean())
-            .unwrap_or(false);
-        if applied {
-            return Ok(Claim {
-                id: fresh,
-                logged: false,
-                generation,
-            });
-        }
-        // Another retry of the same key claimed it first.
-        match self.existing_claim(key, hash).await? {
-            Some(claim) => Ok(claim),
-            None => Err(ApiError::internal(
-                "idempotency key vanished",
-                &"no row after a failed claim",
-            )),
-        }
-    }
-
-    /// What `key` already stands for, if it was claimed.
-    async fn existing_claim(&self, key: &str, hash: &str) -> Result<Option<Claim>, ApiError> {
-        let existing = self
-            .session
-            .execute_unpaged(&self.statements.select_key, (key,))
-            .await
-            .map_err(|e| ApiError::internal("reading an idempotency key", &e))?
-            .into_rows_result()
-            .map_err(|e| ApiError::internal("reading an idempotency key", &e))?
-            .maybe_first_row::<(Uuid, String, Option<bool>, Option<i64>)>()
-            .map_err(|e| ApiError::internal("reading an idempotency key", &e))?;
-        match existing {
-            None => Ok(None),
-            Some((id, stored, logged, generation)) if stored == hash => Ok(Some(Claim {
-                id,
-                logged: logged.unwrap_or(false),
-                generation: generation.unwrap_or(0) as u64,
-            })),
-            Some(_) => Err(ApiError::new(
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request",
-            )),
-        }
+            .map_err(requests_error)
     }
 
     /// Produces the request to `mot-deployment-requests`; 503 when Kafka does not acknowledge it.
@@ -337,57 +171,31 @@ impl AppState {
 
     /// Records that the request `key` stands for is on the request log.
     async fn mark_idempotency_key_logged(&self, key: &str) -> Result<(), ApiError> {
-        self.session
-            .execute_unpaged(&self.statements.mark_key_logged, (key,))
-            .await
-            .map(|_| ())
-            .map_err(|e| ApiError::internal("marking an idempotency key", &e))
+        self.requests.mark_logged(key).await.map_err(requests_error)
     }
 
     /// Writes the deployment's metadata shell, timestamped with the request time.
     async fn write_shell(&self, envelope: &Envelope<DeploymentRequested>) -> anyhow::Result<()> {
-        let request = &envelope.payload;
-        let created = CqlTimestamp(envelope.time_us / 1000);
-        let targets: Vec<String> = request
-            .targets
-            .iter()
-            .map(|t| t.region.to_string())
-            .collect();
-        let json = serde_json::to_string(request)?;
-        self.session
-            .execute_unpaged(
-                &self.statements.insert_deployment,
-                (
-                    request.id,
-                    request.spec.app.as_str(),
-                    &request.spec.version,
-                    json,
-                    targets,
-                    created,
-                    created,
-                    Self::trace_id(),
-                    request.generation as i64,
-                    envelope.time_us,
-                ),
-            )
-            .await?;
-        self.session
-            .execute_unpaged(
-                &self.statements.insert_by_app,
-                (
-                    request.spec.app.as_str(),
-                    created,
-                    request.id,
-                    &request.spec.version,
-                    envelope.time_us,
-                ),
-            )
-            .await?;
-        self.projections
-            .list_by_month(request.id, request.spec.app.as_str(), envelope.time_us)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(())
+        Ok(self
+            .requests
+            .write_shell(envelope, &Self::trace_id())
+            .await?)
+    }
+}
+
+/// The answer for a request row that could not be read or written.
+fn requests_error(e: store::requests::RequestsError) -> ApiError {
+    use store::requests::RequestsError;
+    match e {
+        RequestsError::Contended => {
+            ApiError::unavailable("too many deployments of this app at once; retry", 1)
+        }
+        RequestsError::KeyReused => ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        ),
+        e @ RequestsError::Cassandra { .. } => ApiError::internal("request rows", &e),
     }
 }
 
@@ -480,7 +288,10 @@ pub fn server(
                     "/deployments/{id}/traffic",
                     web::post().to(post_traffic::post_traffic),
                 )
+                .route("/deployments/{id}/resume", web::post().to(rollouts::resume))
+                .route("/deployments/{id}/cancel", web::post().to(rollouts::cancel))
                 .route("/apps/{app}", web::delete().to(delete_app::delete_app))
+                .route("/apps/{app}/rollback", web::post().to(rollouts::rollback))
                 .route(
                     "/apps/{app}/deployments",
                     web::get().to(app_history::app_deployments),

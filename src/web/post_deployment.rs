@@ -22,6 +22,9 @@ use crate::models::deployment::{
     DeploymentRequested, DeploymentSpec, DriftPolicy, HealthCheck, Resources, Target,
 };
 use crate::models::envelope::{now_us, Envelope, Kind};
+use crate::models::rollout::{
+    OnFailure, Strategy, DEFAULT_DEADLINE_SECS, DEFAULT_MIN_HEALTHY_SECS,
+};
 use crate::topics::names::{AppName, RegionName, ZoneName};
 
 /// The largest body accepted.
@@ -50,6 +53,24 @@ struct Body {
     /// `mend` (the default) or `report`.
     #[serde(default)]
     drift: Option<String>,
+    #[serde(default)]
+    strategy: Option<StrategyBody>,
+}
+
+/// Numbers are read wide so that a negative or huge one is named by the checks, not by serde.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyBody {
+    #[serde(default)]
+    waves: Option<Vec<Vec<String>>>,
+    #[serde(default)]
+    max_parallel: Option<i64>,
+    #[serde(default)]
+    min_healthy_secs: Option<i64>,
+    #[serde(default)]
+    deadline_secs: Option<i64>,
+    #[serde(default)]
+    on_failure: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,7 +124,7 @@ async fn accept(
     check_content_type(&request)?;
     let bytes = read_limited(payload, MAX_BODY_BYTES).await?;
     let body = parse(&bytes)?;
-    let (spec, targets) = validate(body, &state)?;
+    let (spec, targets, strategy) = validate(body, &state)?;
     let idempotency_key = idempotency_key(&request)?;
 
     let (id, already_logged, generation) = match &idempotency_key {
@@ -114,7 +135,11 @@ async fn accept(
         ),
         Some(key) => {
             let claim = state
-                .claim_idempotency_key(key, &request_hash(&spec, &targets), spec.app.as_str())
+                .claim_idempotency_key(
+                    key,
+                    &request_hash(&spec, &targets, strategy.as_ref()),
+                    spec.app.as_str(),
+                )
                 .await?;
             (claim.id, claim.logged, claim.generation)
         }
@@ -124,6 +149,8 @@ async fn accept(
         generation,
         spec,
         targets,
+        strategy,
+        rollback_of: None,
     };
     // Keyed by the app: the fan-out reads an app's requests in the order they were logged.
     let envelope = Envelope::new(
@@ -219,7 +246,10 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, A
     })
 }
 
-fn validate(body: Body, state: &AppState) -> Result<(DeploymentSpec, Vec<Target>), ApiError> {
+/// What a request asks, checked.
+type Checked = (DeploymentSpec, Vec<Target>, Option<Strategy>);
+
+fn validate(body: Body, state: &AppState) -> Result<Checked, ApiError> {
     let mut problems = Vec::new();
     let mut bad = |field: String, problem: String| problems.push(FieldProblem { field, problem });
 
@@ -320,6 +350,10 @@ fn validate(body: Body, state: &AppState) -> Result<(DeploymentSpec, Vec<Target>
         }
     };
     let targets = validate_targets(&body.targets, state, &mut bad);
+    let strategy = body
+        .strategy
+        .as_ref()
+        .and_then(|s| validate_strategy(s, &targets, &mut bad));
     match (problems.is_empty(), app) {
         (true, Ok(app)) => Ok((
             DeploymentSpec {
@@ -340,6 +374,7 @@ fn validate(body: Body, state: &AppState) -> Result<(DeploymentSpec, Vec<Target>
                 drift,
             },
             targets,
+            strategy,
         )),
         _ => Err(ApiError::invalid(problems)),
     }
@@ -453,7 +488,128 @@ fn validate_targets(
     out
 }
 
-fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+/// The strategy with its waves explicit, or `None` after naming what is wrong with it.
+fn validate_strategy(
+    body: &StrategyBody,
+    targets: &[Target],
+    bad: &mut impl FnMut(String, String),
+) -> Option<Strategy> {
+    let before = std::cell::Cell::new(0usize);
+    let mut problem = |field: &str, text: String| {
+        before.set(before.get() + 1);
+        bad(format!("strategy.{field}"), text)
+    };
+    let regions: Vec<&RegionName> = targets.iter().map(|t| &t.region).collect();
+    let waves = match (&body.waves, body.max_parallel) {
+        (Some(_), Some(_)) => {
+            problem(
+                "max_parallel",
+                "give `waves` or `max_parallel`, not both".into(),
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            problem("waves", "give `waves` or `max_parallel`".into());
+            Vec::new()
+        }
+        (None, Some(n)) if n < 1 || n > MAX_TARGETS as i64 => {
+            problem(
+                "max_parallel",
+                format!("must be between 1 and {MAX_TARGETS}"),
+            );
+            Vec::new()
+        }
+        (None, Some(n)) => regions
+            .chunks(n as usize)
+            .map(|chunk| chunk.iter().map(|r| (*r).clone()).collect())
+            .collect(),
+        (Some(waves), None) => {
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            let mut out = Vec::new();
+            if waves.is_empty() {
+                problem("waves", "must list at least one wave".into());
+            }
+            for (i, wave) in waves.iter().enumerate() {
+                if wave.is_empty() {
+                    problem(
+                        &format!("waves[{i}]"),
+                        "must name at least one region".into(),
+                    );
+                }
+                let mut regions_of_wave = Vec::new();
+                for (j, region) in wave.iter().enumerate() {
+                    let field = format!("waves[{i}][{j}]");
+                    match regions.iter().find(|r| r.as_str() == region) {
+                        None => problem(
+                            &field,
+                            format!("region `{region}` is not one of the targets"),
+                        ),
+                        Some(_) if !seen.insert(region.as_str()) => {
+                            problem(&field, format!("region `{region}` is in two waves"))
+                        }
+                        Some(r) => regions_of_wave.push((*r).clone()),
+                    }
+                }
+                out.push(regions_of_wave);
+            }
+            for region in &regions {
+                if !seen.contains(region.as_str()) {
+                    problem("waves", format!("target region `{region}` is in no wave"));
+                }
+            }
+            out
+        }
+    };
+    let mut seconds =
+        |field: &str, value: Option<i64>, default: u32, min: i64, max: i64| match value {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v as u32,
+            Some(_) => {
+                problem(field, format!("must be between {min} and {max} seconds"));
+                default
+            }
+        };
+    let min_healthy_secs = seconds(
+        "min_healthy_secs",
+        body.min_healthy_secs,
+        DEFAULT_MIN_HEALTHY_SECS,
+        0,
+        86_400,
+    );
+    let deadline_secs = seconds(
+        "deadline_secs",
+        body.deadline_secs,
+        DEFAULT_DEADLINE_SECS,
+        1,
+        7 * 86_400,
+    );
+    if deadline_secs <= min_healthy_secs {
+        problem(
+            "deadline_secs",
+            format!("must be more than min_healthy_secs ({min_healthy_secs})"),
+        );
+    }
+    let on_failure = match body.on_failure.as_deref() {
+        None | Some("pause") => OnFailure::Pause,
+        Some("rollback") => OnFailure::Rollback,
+        Some(other) => {
+            problem(
+                "on_failure",
+                format!("must be `pause` or `rollback`, not `{other}`"),
+            );
+            OnFailure::Pause
+        }
+    };
+    (before.get() == 0).then(|| Strategy {
+        waves,
+        max_parallel: body.max_parallel.map(|n| n as u32),
+        min_healthy_secs,
+        deadline_secs,
+        on_failure,
+    })
+}
+
+pub(crate) fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = request.headers().get("Idempotency-Key") else {
         return Ok(None);
     };
@@ -469,8 +625,12 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// A digest of what was asked, to tell a retry from a different request reusing a key.
-fn request_hash(spec: &DeploymentSpec, targets: &[Target]) -> String {
-    let json = serde_json::to_vec(&(spec, targets)).unwrap_or_default();
+fn request_hash(spec: &DeploymentSpec, targets: &[Target], strategy: Option<&Strategy>) -> String {
+    let json = match strategy {
+        None => serde_json::to_vec(&(spec, targets)),
+        Some(strategy) => serde_json::to_vec(&(spec, targets, strategy)),
+    }
+    .unwrap_or_default();
     Sha256::digest(json)
         .iter()
         .map(|b| format!("{b:02x}"))

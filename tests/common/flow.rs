@@ -59,6 +59,17 @@ pub fn renamed_dev_topology() -> DevTopology {
     let mut text = std::fs::read_to_string(super::repo_path("dev/mot.toml")).unwrap();
     let keyspace = super::unique("mot_flow");
     text = text.replace("keyspace = \"mot\"", &format!("keyspace = \"{keyspace}\""));
+    // The central region renamed too: the central agents' consumer groups are this run's own,
+    // and each run's agents take only the requests its own API logged (their origin).
+    text = text
+        .replace(
+            "central = \"production-us-east-1\"",
+            &format!("central = \"production-c{id}\""),
+        )
+        .replace(
+            "name = \"production-us-east-1\"\ncluster",
+            &format!("name = \"production-c{id}\"\ncluster"),
+        );
     for (old_name, new_name, old_port) in [
         ("test-us-east-1", &test_region, "38080"),
         ("production-us-west-2", &prod_region, "48080"),

@@ -447,6 +447,31 @@ impl Topology {
             reads: vec![local(&central, &catalog::DEPLOYMENT_REQUESTS)],
             writes: for_each_region(catalog::DEPLOYMENT_LAUNCH_EVENTS),
         });
+        let mut rollout_reads = vec![local(&central, &catalog::DEPLOYMENT_REQUESTS)];
+        for region in &self.config.regions {
+            for spec in [
+                catalog::DEPLOYMENT_STATE_CHANGE,
+                catalog::DEPLOYMENT_COMPLETE_EVENTS,
+            ] {
+                rollout_reads.push(kafka(&central, self.archived_topic(region, &spec)));
+            }
+        }
+        rollout_reads.push(local(&central, &catalog::ROLLOUTS));
+        rollout_reads.push(Endpoint::Cassandra {
+            table: "deployments_by_app, deployments, deployment_events, idempotency_keys, app_generations"
+                .into(),
+        });
+        let mut rollout_writes = for_each_region(catalog::DEPLOYMENT_LAUNCH_EVENTS);
+        rollout_writes.push(local(&central, &catalog::DEPLOYMENT_REQUESTS));
+        rollout_writes.push(local(&central, &catalog::ROLLOUTS));
+        agents.push(AgentPlan {
+            layer: Layer::Service,
+            agent: "RolloutAgent".into(),
+            region: Some(self.config.topology.central.clone()),
+            runs_in: central.clone(),
+            reads: rollout_reads,
+            writes: rollout_writes,
+        });
 
         for region in &self.config.regions {
             let home = &region.cluster;
@@ -590,6 +615,16 @@ impl Topology {
                 });
             }
         }
+        agents.push(AgentPlan {
+            layer: Layer::Persistence,
+            agent: "RolloutArchivalAgent".into(),
+            region: Some(self.config.topology.central.clone()),
+            runs_in: central.clone(),
+            reads: vec![local(&central, &catalog::ROLLOUTS)],
+            writes: vec![Endpoint::Cassandra {
+                table: "deployment_rollouts, deployment_events".into(),
+            }],
+        });
         Plan {
             central: self.config.topology.central.clone(),
             agents,
