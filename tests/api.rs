@@ -167,23 +167,30 @@ impl TestApp {
 
     /// Every request record whose version carries `marker`.
     async fn requests_marked(&self, marker: &str) -> usize {
+        self.requests_marked_payloads(marker).await.len()
+    }
+
+    /// The payloads of the logged requests whose record mentions `marker`.
+    async fn requests_marked_payloads(&self, marker: &str) -> Vec<Value> {
         let topic = TopicName::parse("mot-deployment-requests").unwrap();
-        let mut n = 0;
+        let mut found = Vec::new();
         pipeline::read_to_end(
             &self.topology.central_home(),
             &topic,
             &common::unique("api-reader"),
             |m| {
-                if m.payload()
-                    .is_some_and(|p| String::from_utf8_lossy(p).contains(marker))
+                if let Some(p) = m
+                    .payload()
+                    .filter(|p| String::from_utf8_lossy(p).contains(marker))
                 {
-                    n += 1;
+                    let record: Value = serde_json::from_slice(p).unwrap();
+                    found.push(record["payload"].clone());
                 }
             },
         )
         .await
         .unwrap();
-        n
+        found
     }
 }
 
@@ -431,6 +438,69 @@ async fn bad_requests_get_a_4xx_naming_the_field_and_produce_nothing() {
             400,
             "resources.mem_mb",
         ),
+        (
+            "a wave naming a region not targeted",
+            with(
+                &|b| b["strategy"] = json!({"waves": [["test-us-east-1"], ["production-us-west-2", "stage-us-east-1"]]}),
+            ),
+            422,
+            "strategy.waves[1][1]",
+        ),
+        (
+            "a target region in no wave",
+            with(&|b| b["strategy"] = json!({"waves": [["test-us-east-1"]]})),
+            422,
+            "strategy.waves",
+        ),
+        (
+            "a region in two waves",
+            with(&|b| {
+                b["strategy"] = json!({"waves": [["test-us-east-1"], ["test-us-east-1", "production-us-west-2"]]})
+            }),
+            422,
+            "strategy.waves[1][0]",
+        ),
+        (
+            "negative min_healthy_secs",
+            with(&|b| b["strategy"] = json!({"max_parallel": 1, "min_healthy_secs": -5})),
+            422,
+            "strategy.min_healthy_secs",
+        ),
+        (
+            "a deadline no longer than the healthy time",
+            with(&|b| {
+                b["strategy"] =
+                    json!({"max_parallel": 1, "min_healthy_secs": 60, "deadline_secs": 30})
+            }),
+            422,
+            "strategy.deadline_secs",
+        ),
+        (
+            "both waves and max_parallel",
+            with(&|b| {
+                b["strategy"] = json!({"waves": [["test-us-east-1", "production-us-west-2"]], "max_parallel": 1})
+            }),
+            422,
+            "strategy.max_parallel",
+        ),
+        (
+            "neither waves nor max_parallel",
+            with(&|b| b["strategy"] = json!({"on_failure": "rollback"})),
+            422,
+            "strategy.waves",
+        ),
+        (
+            "an unknown on_failure",
+            with(&|b| b["strategy"] = json!({"max_parallel": 2, "on_failure": "shrug"})),
+            422,
+            "strategy.on_failure",
+        ),
+        (
+            "an unknown strategy field",
+            with(&|b| b["strategy"] = json!({"max_parallel": 2, "canary": true})),
+            400,
+            "strategy.canary",
+        ),
     ];
     for (what, body, status, field) in cases {
         let (got, _, answer) = app.post(&body, None).await;
@@ -479,6 +549,23 @@ async fn bad_requests_get_a_4xx_naming_the_field_and_produce_nothing() {
         app.requests_marked(&marker).await,
         0,
         "a refused request produces nothing"
+    );
+}
+
+#[actix_web::test]
+async fn a_strategy_is_logged_with_its_waves_explicit() {
+    let app = spawn_app().await;
+    let marker = common::unique("strategy");
+    let mut body = request(&marker);
+    body["strategy"] = json!({"max_parallel": 1, "min_healthy_secs": 5, "on_failure": "rollback"});
+    let (status, _, answer) = app.post(&body, None).await;
+    assert_eq!(status, 202, "{answer}");
+    let logged = app.requests_marked_payloads(&marker).await;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(
+        logged[0]["strategy"],
+        json!({"waves": [["test-us-east-1"], ["production-us-west-2"]], "max_parallel": 1,
+               "min_healthy_secs": 5, "deadline_secs": 600, "on_failure": "rollback"})
     );
 }
 

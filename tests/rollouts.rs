@@ -324,4 +324,142 @@ async fn one_call_rolls_an_app_back_everywhere() {
     }
     flow.deployment_until(&v2, "superseded", |v| v["status"] == "superseded")
         .await;
+
+    // The app leaves both regions, and every step was told on mot-cdevents, once.
+    let resp = flow
+        .http
+        .delete(format!("{}/apps/checkout-web", flow.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    flow.deployment_until(&back, "removed", |v| v["status"] == "removed")
+        .await;
+    let want: Vec<(String, String, String)> = [
+        (&v1, "deployed"),
+        (&v2, "upgraded"),
+        (&back, "rolledback"),
+        (&back, "removed"),
+    ]
+    .iter()
+    .flat_map(|(id, kind)| {
+        [&test, &prod].map(|region| {
+            (
+                id.to_string(),
+                format!("dev.cdevents.service.{kind}.0.2.0"),
+                region.to_string(),
+            )
+        })
+    })
+    .collect();
+    let events = cdevents_until(&flow, want.len()).await;
+    let validators = cdevent_schemas();
+    let mut got: Vec<(String, String, String)> = Vec::new();
+    for event in &events {
+        assert_eq!(event["specversion"], "1.0", "{event:#}");
+        assert_eq!(event["type"], event["data"]["context"]["type"]);
+        assert_eq!(event["id"], event["data"]["context"]["id"]);
+        let kind = event["type"].as_str().unwrap();
+        let validator = &validators[kind];
+        let errors: Vec<String> = validator
+            .iter_errors(&event["data"])
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{kind} invalid: {errors:?}\n{event:#}");
+        got.push((
+            event["data"]["customData"]["deployment_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            kind.to_owned(),
+            event["data"]["subject"]["content"]["environment"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    got.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want, "each step once, none other");
+    let rolled_back = events
+        .iter()
+        .find(|e| e["type"] == "dev.cdevents.service.rolledback.0.2.0")
+        .unwrap();
+    assert_eq!(
+        rolled_back["data"]["customData"]["rollback_of"],
+        v2.as_str()
+    );
+    assert_eq!(
+        rolled_back["data"]["subject"]["content"]["artifactId"],
+        "pkg:docker/checkout-web@1.0.0?repository_url=registry.example.com"
+    );
+}
+
+/// This run's CloudEvents on mot-cdevents (their source names this run's central region), once
+/// there are at least `n` (the caller compares them exactly: one too many fails).
+async fn cdevents_until(flow: &Flow, n: usize) -> Vec<Value> {
+    let source = format!("/mot/{}", flow.topology.config().topology.central);
+    let read = || async {
+        let mut found = Vec::new();
+        pipeline::read_to_end(
+            &flow.topology.central_home(),
+            &TopicName::parse("mot-cdevents").unwrap(),
+            &common::unique("cdevents-reader"),
+            |m| {
+                let event: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                if event["source"] == source.as_str() {
+                    found.push(event);
+                }
+            },
+        )
+        .await
+        .unwrap();
+        found
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let found = read().await;
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} CDEvents: {found:#?}",
+            found.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// A validator per CDEvent type, from the vendored CDEvents 0.4.1 schemas.
+fn cdevent_schemas() -> std::collections::BTreeMap<String, jsonschema::Validator> {
+    let dir = common::repo_path("tests/schemas/cdevents-0.4.1");
+    let read = |path: std::path::PathBuf| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let links: Vec<(String, Value)> = std::fs::read_dir(dir.join("links"))
+        .unwrap()
+        .map(|entry| {
+            let schema = read(entry.unwrap().path());
+            (schema["$id"].as_str().unwrap().to_owned(), schema)
+        })
+        .collect();
+    let registry = jsonschema::Registry::new()
+        .extend(links)
+        .unwrap()
+        .prepare()
+        .unwrap();
+    ["deployed", "upgraded", "rolledback", "removed"]
+        .iter()
+        .map(|kind| {
+            let schema = read(dir.join(format!("service{kind}.json")));
+            let validator = jsonschema::options()
+                .with_registry(&registry)
+                .should_validate_formats(true)
+                .build(&schema)
+                .unwrap();
+            (format!("dev.cdevents.service.{kind}.0.2.0"), validator)
+        })
+        .collect()
 }

@@ -22,7 +22,7 @@
 //! healthy observation plus `min_healthy_secs`, the wave's start plus its deadline), not from the
 //! clock of whoever makes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -57,6 +57,10 @@ pub struct RolloutAgent {
     requests_topic: TopicName,
     projections: Projections,
     requests: Requests,
+    /// The apps and regions some deployment was announced healthy in (`service.deployed` once,
+    /// `service.upgraded` after).
+    deployed: HashSet<(String, RegionName)>,
+    cdevents: TopicName,
     /// Rollouts whose current wave's launches are sent again on the first tick after a start
     /// (a crash may have come between the rollout's record and its launches; the regions take
     /// a launch they already have as done).
@@ -160,9 +164,7 @@ fn evaluate(r: &mut Rollout, now: i64) -> Vec<Effect> {
             return effects;
         }
         let i = r.current;
-        let Some(strategy) = r.strategy().cloned() else {
-            return effects;
-        };
+        let strategy = r.strategy().cloned();
         if r.waves[i].state != WaveState::Deploying {
             return effects;
         }
@@ -172,11 +174,12 @@ fn evaluate(r: &mut Rollout, now: i64) -> Vec<Effect> {
             .iter()
             .map(|(region, zone)| r.zones.get(&zone_key(region, zone)))
             .collect();
-        if let Some(((region, zone), z)) = zones
+        let failed = zones
             .iter()
             .zip(&seen)
-            .find(|(_, z)| z.is_some_and(|z| z.status == "failed" && z.since_us >= started))
-        {
+            .find(|(_, z)| z.is_some_and(|z| z.status == "failed" && z.since_us >= started));
+        // Without a strategy nothing waits on the zones: a failed one is only reported.
+        if let Some(((region, zone), z)) = failed.filter(|_| strategy.is_some()) {
             let z = z.expect("found above");
             let reason = format!(
                 "{region}/{zone} failed{}",
@@ -201,8 +204,12 @@ fn evaluate(r: &mut Rollout, now: i64) -> Vec<Effect> {
                 .max(started)
         });
         r.waves[i].healthy_since_us = since;
-        let deadline = started + i64::from(strategy.deadline_secs) * 1_000_000;
-        let gate = since.map(|s| s + i64::from(strategy.min_healthy_secs) * 1_000_000);
+        let (min_healthy, deadline_secs) =
+            strategy.as_ref().map_or((0, i64::MAX / 2_000_000), |s| {
+                (i64::from(s.min_healthy_secs), i64::from(s.deadline_secs))
+            });
+        let deadline = started + deadline_secs * 1_000_000;
+        let gate = since.map(|s| s + min_healthy * 1_000_000);
         match gate {
             Some(gate) if gate <= now && gate <= deadline => {
                 let wave = &mut r.waves[i];
@@ -226,10 +233,8 @@ fn evaluate(r: &mut Rollout, now: i64) -> Vec<Effect> {
                 }
             }
             _ if deadline <= now => {
-                let reason = format!(
-                    "wave {i} was not healthy within deadline_secs ({})",
-                    strategy.deadline_secs
-                );
+                let reason =
+                    format!("wave {i} was not healthy within deadline_secs ({deadline_secs})");
                 effects.extend(fail_wave(r, deadline, reason));
                 return effects;
             }
@@ -288,10 +293,18 @@ fn region_states(r: &mut Rollout) {
 fn begin(
     request: &Envelope<DeploymentRequested>,
     traceparent: Option<String>,
-) -> Option<(Rollout, Effect)> {
-    let strategy = request.payload.strategy.as_ref()?;
-    let waves = strategy
-        .waves
+) -> Option<(Rollout, Option<Effect>)> {
+    let all = vec![request
+        .payload
+        .targets
+        .iter()
+        .map(|t| t.region.clone())
+        .collect::<Vec<_>>()];
+    let waves = request
+        .payload
+        .strategy
+        .as_ref()
+        .map_or(&all, |s| &s.waves)
         .iter()
         .map(|regions| crate::models::rollout::Wave {
             regions: regions.clone(),
@@ -319,10 +332,15 @@ fn begin(
         zones: Default::default(),
         rollbacks: Vec::new(),
         updated_us: request.time_us,
+        announced: Vec::new(),
+        removed: Vec::new(),
+        removal_announced: Vec::new(),
         last_step_us: 0,
         transitions: Vec::new(),
     };
     let effect = start_wave(&mut r, 0, request.time_us);
+    // Without a strategy the fan-out launched every region already.
+    let effect = request.payload.strategy.is_some().then_some(effect);
     Some((r, effect))
 }
 
@@ -435,6 +453,7 @@ impl RolloutAgent {
             }
         }
         region_states(&mut r);
+        out.extend(self.announce(&mut r, cause)?);
         let changed = before.is_none_or(|b| {
             let mut b = b.clone();
             b.transitions.clear();
@@ -454,6 +473,79 @@ impl RolloutAgent {
         }
         r.transitions.clear();
         self.rollouts.insert(r.id(), r);
+        Ok(out)
+    }
+
+    /// The CDEvents of what `r`'s regions became since it was last announced: healthy
+    /// (deployed, upgraded or rolled back there) or removed. Each once.
+    fn announce(&mut self, r: &mut Rollout, cause: &Incoming) -> Result<Vec<Outgoing>, String> {
+        use crate::models::cdevents::{cloud_event, Occurrence, ServiceEvent, CONTENT_TYPE};
+        let app = r.request.spec.app.to_string();
+        let latest_in = |r: &Rollout, region: &RegionName, status: Option<&str>| {
+            let prefix = format!("{region}/");
+            r.zones
+                .iter()
+                .filter(|(k, z)| k.starts_with(&prefix) && status.is_none_or(|s| z.status == s))
+                .map(|(_, z)| z.since_us)
+                .max()
+                .unwrap_or(r.updated_us)
+        };
+        let mut due: Vec<(ServiceEvent, RegionName, i64)> = Vec::new();
+        for (region, state) in &r.regions {
+            if *state != RegionState::Healthy || r.announced.contains(region) {
+                continue;
+            }
+            let event = if r.request.rollback_of.is_some() {
+                ServiceEvent::RolledBack
+            } else if self.deployed.contains(&(app.clone(), region.clone())) {
+                ServiceEvent::Upgraded
+            } else {
+                ServiceEvent::Deployed
+            };
+            due.push((event, region.clone(), latest_in(r, region, None)));
+        }
+        for region in &r.removed {
+            if !r.removal_announced.contains(region) {
+                let at = latest_in(r, region, Some("removed"));
+                due.push((ServiceEvent::Removed, region.clone(), at));
+            }
+        }
+        let mut out = Vec::new();
+        for (event, region, at) in due {
+            let occurrence = Occurrence {
+                event,
+                central: self.central.as_str(),
+                app: &app,
+                region: region.as_str(),
+                artifact: &r.request.spec.artifact,
+                time_us: at,
+                custom: serde_json::json!({
+                    "deployment_id": r.id(), "generation": r.request.generation,
+                    "version": r.request.spec.version, "rollback_of": r.request.rollback_of,
+                }),
+                id: derived_id(&format!(
+                    "cdevent/{}/{region}/{}",
+                    r.id(),
+                    event.event_type()
+                )),
+            };
+            let value = serde_json::to_vec(&cloud_event(&occurrence)).map_err(|e| e.to_string())?;
+            let mut headers = vec![("content-type".to_owned(), CONTENT_TYPE.as_bytes().to_vec())];
+            headers.extend(cause.trace_headers());
+            out.push(Outgoing {
+                topic: self.cdevents.clone(),
+                key: Some(app.clone().into_bytes()),
+                value: Some(value),
+                headers,
+                timestamp_ms: None,
+            });
+            if event == ServiceEvent::Removed {
+                r.removal_announced.push(region);
+            } else {
+                self.deployed.insert((app.clone(), region.clone()));
+                r.announced.push(region);
+            }
+        }
         Ok(out)
     }
 
@@ -657,7 +749,7 @@ impl RolloutAgent {
                     .header(HEADER_TRACEPARENT)
                     .map(|v| String::from_utf8_lossy(v).into_owned());
                 if let Some((mut r, effect)) = begin(&request, traceparent) {
-                    let mut effects = vec![effect];
+                    let mut effects: Vec<Effect> = effect.into_iter().collect();
                     effects.extend(evaluate(&mut r, now_us()));
                     out.extend(self.settle(None, r, effects, incoming).await?);
                 }
@@ -758,7 +850,8 @@ impl RolloutAgent {
             return Ok(Vec::new());
         }
         let region = d.region.clone();
-        let failures: Vec<(String, i64, String)> = d
+        // Failures fail a wave; removals are announced.
+        let seen: Vec<(String, &str, i64, Option<String>)> = d
             .zones
             .iter()
             .filter_map(|z| match z {
@@ -768,18 +861,25 @@ impl RolloutAgent {
                     time_us,
                 } => Some((
                     zone_key(&region, zone),
+                    "failed",
                     (*time_us).max(done.time_us),
-                    reason.clone(),
+                    Some(reason.clone()),
                 )),
+                ZoneOutcome::Removed { zone, time_us, .. } => {
+                    Some((zone_key(&region, zone), "removed", *time_us, None))
+                }
                 _ => None,
             })
             .collect();
-        if failures.is_empty() {
+        if seen.is_empty() {
             return Ok(Vec::new());
         }
         self.step(d.deployment_id, incoming, |r| {
-            for (key, at, reason) in failures {
-                observe(r, key, "failed", at, Some(reason));
+            for (key, status, at, reason) in seen {
+                if status == "removed" && !r.removed.contains(&region) {
+                    r.removed.push(region.clone());
+                }
+                observe(r, key, status, at, reason);
             }
             Vec::new()
         })
@@ -834,8 +934,16 @@ impl Agent for RolloutAgent {
         .await?;
         let resend = rollouts
             .values()
-            .filter(|r| r.status == RolloutStatus::RollingOut)
+            .filter(|r| r.status == RolloutStatus::RollingOut && r.strategy().is_some())
             .map(Rollout::id)
+            .collect();
+        let deployed = rollouts
+            .values()
+            .flat_map(|r| {
+                r.announced
+                    .iter()
+                    .map(|region| (r.request.spec.app.to_string(), region.clone()))
+            })
             .collect();
         tracing::info!(rollouts = rollouts.len(), "rollouts rebuilt");
         Ok(Self {
@@ -845,6 +953,8 @@ impl Agent for RolloutAgent {
             requests_topic: TopicName::local(&catalog::DEPLOYMENT_REQUESTS.base()),
             projections,
             requests,
+            deployed,
+            cdevents: TopicName::local(&catalog::CDEVENTS.base()),
             resend,
         })
     }
@@ -884,10 +994,11 @@ impl Agent for RolloutAgent {
                 }
             }
         }
+        // Only a strategy has gates and deadlines for time to open or pass.
         let running: Vec<Uuid> = self
             .rollouts
             .values()
-            .filter(|r| r.status == RolloutStatus::RollingOut)
+            .filter(|r| r.status == RolloutStatus::RollingOut && r.strategy().is_some())
             .map(Rollout::id)
             .collect();
         for id in running {
@@ -965,7 +1076,7 @@ mod tests {
     #[test]
     fn the_next_wave_starts_once_the_first_was_healthy_for_min_healthy_secs() {
         let (mut r, effect) = begin(&request(OnFailure::Pause), None).unwrap();
-        assert_eq!(effect, Effect::Launch(0));
+        assert_eq!(effect, Some(Effect::Launch(0)));
         observe(&mut r, "test-us-east-1/a".into(), "healthy", 3 * S, None);
         assert!(evaluate(&mut r, 12 * S).is_empty(), "healthy for 9 s only");
         assert_eq!(r.waves[0].healthy_since_us, Some(3 * S));

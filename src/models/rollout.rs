@@ -176,7 +176,8 @@ pub struct Transition {
     pub detail: serde_json::Value,
 }
 
-/// A rollout's whole state, published by the RolloutAgent on `mot-rollouts` whenever it changes
+/// A rollout's whole state (every deployment has one: without a strategy, all its regions are
+/// one wave), published by the RolloutAgent on `mot-rollouts` whenever it changes
 /// (key: the deployment id) and rebuilt by it from there at start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +208,16 @@ pub struct Rollout {
     pub rollbacks: Vec<RollbackMade>,
     /// When it last changed, µs: never earlier than before (the projection's write timestamp).
     pub updated_us: i64,
+    /// The regions whose CDEvent (`service.deployed`, `upgraded`, `rolledback`) was published:
+    /// once each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub announced: Vec<RegionName>,
+    /// The regions that removed the app while this deployment ran there, and those whose
+    /// `service.removed` was published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RegionName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removal_announced: Vec<RegionName>,
     /// The time of its latest step, µs: each step is placed after the one before, so the
     /// timeline keeps their order even when two happen at once.
     #[serde(default)]
@@ -234,7 +245,8 @@ impl Rollout {
         self.request.id
     }
 
-    /// The strategy (every rollout has one).
+    /// The strategy; `None` for a deployment without one, followed as one wave that the
+    /// fan-out launched, with no minimum time and no deadline.
     pub fn strategy(&self) -> Option<&Strategy> {
         self.request.strategy.as_ref()
     }

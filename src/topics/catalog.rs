@@ -109,6 +109,9 @@ pub const DESIRED_STATE: TopicSpec = spec("mot-desired-state", Flow::Local, Clea
 /// Each rollout's state (waves, gates, zones seen), published by the RolloutAgent in the central
 /// cluster whenever it changes, and rebuilt by it from there at start.
 pub const ROLLOUTS: TopicSpec = spec("mot-rollouts", Flow::Local, Cleanup::Compact);
+/// What happens to each app in each region, as CDEvents in CloudEvents JSON (not envelopes: for
+/// tools outside mot), published by the RolloutAgent in the central cluster; key: the app.
+pub const CDEVENTS: TopicSpec = spec("mot-cdevents", Flow::Local, Cleanup::Delete);
 /// Records an agent could not process, with the reason; one per cluster.
 pub const DEAD_LETTERS: TopicSpec = spec("mot-dead-letters", Flow::Local, Cleanup::Delete);
 
@@ -125,6 +128,7 @@ pub const ALL: &[TopicSpec] = &[
     MESOS_TASK_STATE,
     DESIRED_STATE,
     ROLLOUTS,
+    CDEVENTS,
     DEAD_LETTERS,
 ];
 

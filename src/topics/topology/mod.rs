@@ -464,6 +464,7 @@ impl Topology {
         let mut rollout_writes = for_each_region(catalog::DEPLOYMENT_LAUNCH_EVENTS);
         rollout_writes.push(local(&central, &catalog::DEPLOYMENT_REQUESTS));
         rollout_writes.push(local(&central, &catalog::ROLLOUTS));
+        rollout_writes.push(local(&central, &catalog::CDEVENTS));
         agents.push(AgentPlan {
             layer: Layer::Service,
             agent: "RolloutAgent".into(),
