@@ -92,6 +92,19 @@ enum TopicsCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print each record's value on a topic, one per line, as it arrives (e.g. `mot-cdevents`
+    /// for the CDEvents of every deployment); Ctrl-C stops.
+    Tail {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The cluster to read (default: the central one).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Start from the oldest record kept rather than from now.
+        #[arg(long)]
+        from_beginning: bool,
+        topic: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -279,6 +292,30 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 Ok::<_, anyhow::Error>(())
             })
+        }
+        Command::Topics {
+            command:
+                TopicsCommand::Tail {
+                    config,
+                    cluster,
+                    from_beginning,
+                    topic,
+                },
+        } => {
+            let topology = checked_topology(&config)?;
+            let name = cluster.unwrap_or_else(|| topology.central_region().cluster.to_string());
+            let cluster = topology
+                .config()
+                .clusters
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .with_context(|| format!("no cluster `{name}` in {}", config.display()))?
+                .clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(clients::tail(&cluster, &topic, from_beginning))?;
+            Ok(())
         }
     }
 }

@@ -654,6 +654,9 @@ async fn the_openapi_document_describes_the_served_routes() {
         "/deployments/{id}",
         "/healthz",
         "/apps/{app}",
+        "/deployments/{id}/resume",
+        "/deployments/{id}/cancel",
+        "/apps/{app}/rollback",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }

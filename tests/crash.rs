@@ -60,54 +60,94 @@ async fn events_until(http: &reqwest::Client, url: &str, id: &str, kind: &str) {
     }
 }
 
+/// A `mot run` of its own (every role, the dev topology renamed, consumers that never commit on
+/// their own) over simulated zones, to kill.
+struct Crashable {
+    file: tempfile::NamedTempFile,
+    config: Config,
+    url: String,
+    http: reqwest::Client,
+    sim_urls: BTreeMap<String, String>,
+    test_region: String,
+    prod_region: String,
+    mot: Option<common::MotProcess>,
+    _keyspace: common::DropKeyspace,
+}
+
+impl Crashable {
+    async fn start() -> Self {
+        let DevTopology {
+            mut text,
+            test_region,
+            prod_region,
+            sims,
+            ..
+        } = renamed_dev_topology();
+        let port = common::free_port();
+        text = text.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        // Consumers commit their offsets in the background every 5 s: a kill could fall just
+        // after a commit and replay nothing. Here they never commit on their own, so each
+        // SIGKILL replays every record since the test began.
+        text = text.replace(
+            "bootstrap = [\"127.0.0.1:",
+            "client = { \"auto.commit.interval.ms\" = \"3600000\" }\nbootstrap = [\"127.0.0.1:",
+        );
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), &text).unwrap();
+        let config = Config::load(file.path()).unwrap();
+        common::migrated(&config).await;
+        let keyspace = common::DropKeyspace(config.cassandra.clone());
+        let mut sim_urls = BTreeMap::new();
+        for (region, listener) in sims {
+            sim_urls.insert(
+                region.clone(),
+                format!("http://{}", listener.local_addr().unwrap()),
+            );
+            let platform = Platform::new(
+                config.region(&RegionName::parse(&region).unwrap()).unwrap(),
+                SimOptions {
+                    health_delay: Duration::from_millis(100),
+                },
+            );
+            actix_web::rt::spawn(platform.server(listener).unwrap());
+        }
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut mot = spawn_mot(file.path());
+        wait_healthz(&http, &url, &mut mot).await;
+        Self {
+            file,
+            config,
+            url,
+            http,
+            sim_urls,
+            test_region,
+            prod_region,
+            mot: Some(mot),
+            _keyspace: keyspace,
+        }
+    }
+
+    /// SIGKILL, then start it again.
+    async fn kill_and_restart(&mut self) {
+        sigkill(self.mot.take().expect("running")).await;
+        let mut mot = spawn_mot(self.file.path());
+        wait_healthz(&self.http, &self.url, &mut mot).await;
+        self.mot = Some(mot);
+    }
+}
+
 #[actix_web::test]
 async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deployment_final() {
-    let DevTopology {
-        mut text,
-        test_region,
-        prod_region,
-        sims,
-        ..
-    } = renamed_dev_topology();
-    let port = common::free_port();
-    text = text.replace(
-        "listen = \"127.0.0.1:8080\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    // Consumers commit their offsets in the background every 5 s: a kill could fall just after
-    // a commit and replay nothing. Here they never commit on their own, so each SIGKILL replays
-    // every record since the test began.
-    text = text.replace(
-        "bootstrap = [\"127.0.0.1:",
-        "client = { \"auto.commit.interval.ms\" = \"3600000\" }\nbootstrap = [\"127.0.0.1:",
-    );
-    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    std::fs::write(file.path(), &text).unwrap();
-    let config = Config::load(file.path()).unwrap();
-    common::migrated(&config).await;
-    let _keyspace = common::DropKeyspace(config.cassandra.clone());
-    let mut sim_urls = BTreeMap::new();
-    for (region, listener) in sims {
-        sim_urls.insert(
-            region.clone(),
-            format!("http://{}", listener.local_addr().unwrap()),
-        );
-        let platform = Platform::new(
-            config.region(&RegionName::parse(&region).unwrap()).unwrap(),
-            SimOptions {
-                health_delay: Duration::from_millis(100),
-            },
-        );
-        actix_web::rt::spawn(platform.server(listener).unwrap());
-    }
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut mot = spawn_mot(file.path());
-    wait_healthz(&http, &url, &mut mot).await;
-
+    let mut c = Crashable::start().await;
+    let (http, url) = (c.http.clone(), c.url.clone());
+    let (test_region, prod_region) = (c.test_region.clone(), c.prod_region.clone());
     let mut rounds = Vec::new();
     for (round, kill_after) in KILL_AFTER.iter().enumerate() {
         let app = format!("crash-{round}");
@@ -132,9 +172,7 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
                 // Kill only once the round has had a complete event published (its timeline shows
                 // the scheduler's answer): the restart must replay something.
                 events_until(&http, &url, &ids[0], "scheduler-accepted").await;
-                sigkill(mot).await;
-                mot = spawn_mot(file.path());
-                wait_healthz(&http, &url, &mut mot).await;
+                c.kill_and_restart().await;
             }
         }
         rounds.push((app, ids));
@@ -149,7 +187,7 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
         }
         for region in [&test_region, &prod_region] {
             for zone in zones {
-                let sim = &sim_urls[region];
+                let sim = &c.sim_urls[region];
                 let running = get(&http, &format!("{sim}/{zone}/marathon/v2/apps/{app}")).await;
                 assert_eq!(
                     running["app"]["labels"]["mot-deployment-id"],
@@ -210,7 +248,7 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
     }
     // The kills did cut the pipeline mid-flow: some complete events were produced twice (the same
     // event, replayed), yet none of the above shows it.
-    let topology = mot::topics::topology::Topology::checked(&config).unwrap();
+    let topology = mot::topics::topology::Topology::checked(&c.config).unwrap();
     let mut published = 0;
     let mut distinct = std::collections::BTreeSet::new();
     for region in [&test_region, &prod_region] {
@@ -240,5 +278,113 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
         published > distinct.len(),
         "no complete event was replayed ({published} records): the kills tested nothing"
     );
-    sigterm_and_wait(mot).await;
+    sigterm_and_wait(c.mot.take().unwrap()).await;
+}
+
+#[actix_web::test]
+async fn sigkill_mid_rollout_resumes_it_and_launches_each_wave_once() {
+    let mut c = Crashable::start().await;
+    let (http, url) = (c.http.clone(), c.url.clone());
+    let (test, prod) = (c.test_region.clone(), c.prod_region.clone());
+    let resp = http
+        .post(format!("{url}/deployments"))
+        .json(&json!({
+            "app": "rollout-crash", "version": "1.0.0",
+            "artifact": "registry.example.com/rollout-crash:1.0.0",
+            "instances_per_zone": 1, "resources": {"cpus": 0.1, "mem_mb": 64},
+            "targets": [{"region": test}, {"region": prod}],
+            "strategy": {"waves": [[test], [prod]], "min_healthy_secs": 5, "deadline_secs": 300},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Killed while the first wave's gate is counting its healthy time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let view = get(&http, &format!("{url}/deployments/{id}")).await;
+        if !view["waves"][0]["healthy_since_ms"].is_null() {
+            assert_eq!(view["waves"][1]["state"], "waiting", "{view:#}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wave 1 never healthy: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.kill_and_restart().await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let view = loop {
+        let view = get(&http, &format!("{url}/deployments/{id}")).await;
+        if view["waves"][1]["state"] == "healthy" && view["status"] == "healthy" {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout never completed: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(view["waves"][0]["state"], "healthy");
+    for region in [&test, &prod] {
+        for zone in ["a", "b", "c"] {
+            let stats = get(&http, &format!("{}/{zone}/_sim/stats", c.sim_urls[region])).await;
+            assert_eq!(
+                stats["puts_by_deployment"][&id], 1,
+                "{region}/{zone} got the deployment once: {stats:#}"
+            );
+        }
+    }
+    let events = get(&http, &format!("{url}/deployments/{id}/events")).await;
+    let steps: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == "rollout")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "wave-started",
+            "wave-healthy",
+            "wave-started",
+            "wave-healthy",
+            "healthy"
+        ],
+        "each step once, though every record since the start was replayed"
+    );
+    // Each wave's launch is on the central cluster once.
+    let topology = mot::topics::topology::Topology::checked(&c.config).unwrap();
+    for region in [&test, &prod] {
+        let topic =
+            mot::topics::names::TopicName::parse(&format!("mot-deployment-launch-events-{region}"))
+                .unwrap();
+        let mut launches = 0;
+        mot::actors::pipeline::read_to_end(
+            &topology.central_home(),
+            &topic,
+            &common::unique("crash-reader"),
+            |m| {
+                use rdkafka::Message;
+                let ours =
+                    mot::models::envelope::decode::<mot::models::deployment::LaunchRequested>(
+                        m.key(),
+                        m.payload(),
+                    )
+                    .is_ok_and(|e| e.payload.deployment_id.to_string() == id);
+                launches += usize::from(ours);
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(launches, 1, "{region}'s wave launched once");
+    }
+    sigterm_and_wait(c.mot.take().unwrap()).await;
 }

@@ -62,8 +62,7 @@ pub struct RolloutAgent {
     deployed: HashSet<(String, RegionName)>,
     cdevents: TopicName,
     /// Rollouts whose current wave's launches are sent again on the first tick after a start
-    /// (a crash may have come between the rollout's record and its launches; the regions take
-    /// a launch they already have as done).
+    /// (see `build`).
     resend: Vec<Uuid>,
 }
 
@@ -932,9 +931,17 @@ impl Agent for RolloutAgent {
             }
         })
         .await?;
+        // A wave none of whose zones has reported anything may have lost its launches to the
+        // crash (its record published, its launches not acknowledged): they are sent again
+        // (a region takes a launch it already has as done). A wave with a report was launched.
         let resend = rollouts
             .values()
             .filter(|r| r.status == RolloutStatus::RollingOut && r.strategy().is_some())
+            .filter(|r| {
+                r.wave_zones(r.current)
+                    .iter()
+                    .all(|(region, zone)| !r.zones.contains_key(&zone_key(region, zone)))
+            })
             .map(Rollout::id)
             .collect();
         let deployed = rollouts

@@ -511,6 +511,34 @@ pub fn consumer_config(cluster: &ClusterConfig, group: &str) -> ClientConfig {
     config
 }
 
+/// `mot topics tail`: prints the value of every record of `topic` on `cluster`, one per line,
+/// from the oldest kept (or from now), until interrupted. Reads as a group of its own that
+/// commits nothing.
+pub async fn tail(
+    cluster: &ClusterConfig,
+    topic: &str,
+    from_beginning: bool,
+) -> Result<(), KafkaError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let group = format!("mot-tail-{}", uuid::Uuid::new_v4());
+    let mut config = base_config(cluster);
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            if from_beginning { "earliest" } else { "latest" },
+        );
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    loop {
+        let message = consumer.recv().await?;
+        let value = message.payload().map(String::from_utf8_lossy);
+        println!("{}", value.as_deref().unwrap_or("(tombstone)"));
+    }
+}
+
 /// What `mot topics ensure` did on one cluster.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct EnsureReport {
