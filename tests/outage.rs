@@ -7,18 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::flow::start_custom;
+use common::flow::{region, start_custom};
 use common::ExtraKafka;
 use mot::platform::sim::SimOptions;
-
-fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
-    view["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == name)
-        .unwrap_or_else(|| panic!("no region {name} in {view:#}"))
-}
 
 fn stale(view: &Value, name: &str) -> bool {
     region(view, name)["freshness"]["stale"] == true

@@ -7,33 +7,18 @@ mod common;
 use rdkafka::Message;
 use serde_json::{json, Value};
 
-use common::flow::{start, Flow};
+use common::flow::{region, start, Flow};
 use mot::actors::pipeline;
 use mot::models::deployment::LaunchRequested;
 use mot::topics::names::TopicName;
 
 const ZONES: [&str; 3] = ["a", "b", "c"];
 
-async fn sim_control(flow: &Flow, region: &str, zone: &str, path: &str) {
-    let resp = flow
-        .http
-        .post(format!("{}/{zone}/_sim/{path}", flow.sim(region)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 204, "{path}");
-}
-
 /// Sets checkout-web's health in every zone of `region`: `new-tasks-failing` or `passing`.
 async fn health(flow: &Flow, region: &str, state: &str) {
     for zone in ZONES {
-        sim_control(
-            flow,
-            region,
-            zone,
-            &format!("apps/checkout-web/health/{state}"),
-        )
-        .await;
+        flow.sim_control(region, zone, &format!("apps/checkout-web/health/{state}"))
+            .await;
     }
 }
 
@@ -69,15 +54,6 @@ fn two_waves(flow: &Flow, min_healthy: u32, deadline: u32, on_failure: &str) -> 
     }})
 }
 
-fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
-    view["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == name)
-        .unwrap()
-}
-
 /// The deployment's timeline.
 async fn events(flow: &Flow, id: &str) -> Vec<Value> {
     let (status, body) = flow.get(&format!("/deployments/{id}/events")).await;
@@ -107,19 +83,28 @@ async fn launch_times(flow: &Flow, region: &str, id: &str) -> Vec<i64> {
     times
 }
 
+/// Version 1 healthy everywhere, then version 2 in two waves (2 s healthy to pass a gate) whose
+/// own tasks never pass in the first wave's region, while version 1's still do: their ids.
+async fn broken_second_version(flow: &Flow, deadline: u32, on_failure: &str) -> (String, String) {
+    let v1 = flow.post_version("1.0.0", both(flow)).await;
+    flow.deployment_until(&v1, "healthy", |v| v["status"] == "healthy")
+        .await;
+    health(flow, &flow.test_region, "new-tasks-failing").await;
+    let v2 = flow
+        .post_with(
+            "2.0.0",
+            both(flow),
+            two_waves(flow, 2, deadline, on_failure),
+        )
+        .await;
+    (v1, v2)
+}
+
 #[actix_web::test]
 async fn the_next_wave_waits_for_this_deployments_own_health_and_a_paused_rollout_resumes() {
     let flow = start().await;
     let (test, prod) = (flow.test_region.clone(), flow.prod_region.clone());
-    let v1 = flow.post_version("1.0.0", both(&flow)).await;
-    flow.deployment_until(&v1, "healthy", |v| v["status"] == "healthy")
-        .await;
-
-    // v2's own tasks never pass in the first wave's region, while v1's still do.
-    health(&flow, &test, "new-tasks-failing").await;
-    let v2 = flow
-        .post_with("2.0.0", both(&flow), two_waves(&flow, 2, 8, "pause"))
-        .await;
+    let (_, v2) = broken_second_version(&flow, 8, "pause").await;
     let view = flow
         .deployment_until(&v2, "paused", |v| v["status"] == "paused")
         .await;
@@ -195,6 +180,18 @@ async fn the_next_wave_waits_for_this_deployments_own_health_and_a_paused_rollou
         .expect("wave 1 healthy on the timeline");
     let launched = launch_times(&flow, &prod, &v3).await;
     assert_eq!(launched.len(), 1, "one launch event for the second wave");
+    let gate_ms = view["waves"][0]["ended_ms"].as_i64().unwrap();
+    let since_ms = view["waves"][0]["healthy_since_ms"].as_i64().unwrap();
+    assert_eq!(
+        gate_ms,
+        since_ms + 2000,
+        "the gate opens min_healthy_secs after"
+    );
+    eprintln!(
+        "wave 2 launched {} ms after wave 1's gate opened (wave 1 healthy since {} ms before)",
+        launched[0] - gate_ms,
+        launched[0] - since_ms
+    );
     assert!(
         launched[0] * 1000 >= healthy_us + 2_000_000,
         "wave 2 launched at {} ms, wave 1 healthy at {} ms",
@@ -228,13 +225,7 @@ async fn the_next_wave_waits_for_this_deployments_own_health_and_a_paused_rollou
 async fn a_failing_wave_rolls_every_region_reached_back_and_later_waves_never_run() {
     let flow = start().await;
     let (test, prod) = (flow.test_region.clone(), flow.prod_region.clone());
-    let v1 = flow.post_version("1.0.0", both(&flow)).await;
-    flow.deployment_until(&v1, "healthy", |v| v["status"] == "healthy")
-        .await;
-    health(&flow, &test, "new-tasks-failing").await;
-    let v2 = flow
-        .post_with("2.0.0", both(&flow), two_waves(&flow, 2, 6, "rollback"))
-        .await;
+    let (v1, v2) = broken_second_version(&flow, 6, "rollback").await;
     let view = flow
         .deployment_until(&v2, "rolled back", |v| v["status"] == "rolled-back")
         .await;

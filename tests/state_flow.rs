@@ -737,15 +737,6 @@ fn only_zone<'a>(view: &'a Value, name: &str) -> &'a Value {
 }
 
 /// POSTs to one of the simulator's `_sim` controls of zone `a`, expecting 204.
-async fn sim_control(flow: &Flow, region: &str, path: &str) {
-    let resp = flow
-        .http
-        .post(format!("{}/a/_sim/{path}", flow.sim(region)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 204, "{path}");
-}
 
 #[actix_web::test]
 async fn a_replacement_is_not_healthy_on_the_old_tasks_and_a_task_lost_on_its_agent_names_mesos() {
@@ -757,7 +748,8 @@ async fn a_replacement_is_not_healthy_on_the_old_tasks_and_a_task_lost_on_its_ag
 
     // The next version is broken: its tasks never pass their checks, so Marathon keeps the old
     // version's two tasks running (and passing) beside the new version's two.
-    sim_control(&flow, &p, "apps/checkout-web/health/new-tasks-failing").await;
+    flow.sim_control(&p, "a", "apps/checkout-web/health/new-tasks-failing")
+        .await;
     let second = flow.post_version("1.0.1", targets).await;
     let view = flow
         .deployment_until(&second, "reported with its reason", |v| {
@@ -794,7 +786,8 @@ async fn a_replacement_is_not_healthy_on_the_old_tasks_and_a_task_lost_on_its_ag
     assert_eq!(view["status"], "deploying", "{view:#}");
 
     // The version mended: its tasks pass, the old ones go, the zone is healthy with no reason.
-    sim_control(&flow, &p, "apps/checkout-web/health/passing").await;
+    flow.sim_control(&p, "a", "apps/checkout-web/health/passing")
+        .await;
     let view = flow.deployment_until(&second, "healthy", all_healthy).await;
     assert_eq!(only_zone(&view, &p)["reason"], Value::Null, "{view:#}");
 
@@ -807,7 +800,8 @@ async fn a_replacement_is_not_healthy_on_the_old_tasks_and_a_task_lost_on_its_ag
         tasks[0]["id"].as_str().unwrap().to_owned(),
         tasks[0]["host"].as_str().unwrap().to_owned(),
     );
-    sim_control(&flow, &p, &format!("tasks/{task}/lose")).await;
+    flow.sim_control(&p, "a", &format!("tasks/{task}/lose"))
+        .await;
     let view = flow
         .deployment_until(&second, "degraded", |v| v["status"] == "degraded")
         .await;

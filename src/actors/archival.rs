@@ -51,11 +51,7 @@ impl Archive {
     /// Opens (or shares) the process's session.
     pub async fn open(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let config = &ctx.topology.config().cassandra;
-        let session = ctx
-            .store
-            .get(config)
-            .await
-            .map_err(|e| PipelineError::Other(e.to_string()))?;
+        let session = ctx.session().await?;
         let cql = INSERT_EVENT.replace("{ks}", &config.keyspace);
         let insert_event = session
             .prepare(cql.clone())

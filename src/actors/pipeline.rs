@@ -240,6 +240,16 @@ pub struct AgentContext {
     pub producers: crate::topics::clients::SharedProducers,
 }
 
+impl AgentContext {
+    /// The process's Cassandra session (opened on first use).
+    pub async fn session(&self) -> Result<Arc<scylla::client::session::Session>, PipelineError> {
+        self.store
+            .get(&self.topology.config().cassandra)
+            .await
+            .map_err(|e| PipelineError::Other(e.to_string()))
+    }
+}
+
 /// An agent: one simple action, triggered by a record from a source, that may publish results.
 ///
 /// Writing a new agent is this trait in a file of its own, plus one line in

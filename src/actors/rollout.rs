@@ -28,8 +28,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::models::deployment::{
-    DeploymentCompleted, DeploymentRequested, RemovalRequested, ZoneOutcome,
+    DeploymentCompleted, DeploymentRequested, DriftPolicy, RemovalRequested, ZoneOutcome,
 };
+use crate::models::desired::{DriftEvent, DriftReport};
 use crate::models::envelope::{now_us, Envelope, Kind, HEADER_EVENT_TYPE, HEADER_TRACEPARENT};
 use crate::models::rollout::{
     derived_id, zone_key, OnFailure, RegionState, RollbackMade, Rollout, RolloutAction,
@@ -838,6 +839,9 @@ impl RolloutAgent {
     }
 
     async fn on_complete(&mut self, incoming: &Incoming) -> Result<Vec<Outgoing>, String> {
+        if Self::event_type(incoming).starts_with(b"DeploymentDrift.") {
+            return self.on_drift(incoming).await;
+        }
         if !Self::event_type(incoming).starts_with(b"DeploymentCompleted.") {
             return Ok(Vec::new());
         }
@@ -886,6 +890,45 @@ impl RolloutAgent {
     }
 }
 
+impl RolloutAgent {
+    /// A drift the region will not mend (`"drift": "report"`) fails the zone for the rollout.
+    async fn on_drift(&mut self, incoming: &Incoming) -> Result<Vec<Outgoing>, String> {
+        let Ok(drift) = incoming.decode::<DriftReport>() else {
+            return Ok(Vec::new());
+        };
+        let d = drift.payload;
+        let Some(failure) = self
+            .rollouts
+            .get(&d.deployment_id)
+            .and_then(|r| unmended(r, &d))
+        else {
+            return Ok(Vec::new());
+        };
+        self.step(d.deployment_id, incoming, |r| {
+            let (key, at, reason) = failure;
+            observe(r, key, "failed", at, Some(reason));
+            Vec::new()
+        })
+        .await
+    }
+}
+
+/// The failure a drift is to `r`: one detected in a deployment that asked to have its drifts
+/// only reported, which nothing will put right. (A drift the region mends shows in the zone's
+/// state until it is mended; the wave's deadline bounds the wait.)
+fn unmended(r: &Rollout, d: &DriftReport) -> Option<(String, i64, String)> {
+    match &d.event {
+        DriftEvent::Detected { what, time_us } if r.request.spec.drift == DriftPolicy::Report => {
+            Some((
+                zone_key(&d.region, &d.zone),
+                *time_us,
+                format!("drift not mended (\"drift\": \"report\"): {what}"),
+            ))
+        }
+        _ => None,
+    }
+}
+
 impl Agent for RolloutAgent {
     const NAME: &'static str = "RolloutAgent";
 
@@ -906,11 +949,7 @@ impl Agent for RolloutAgent {
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let config = &ctx.topology.config().cassandra;
-        let session = ctx
-            .store
-            .get(config)
-            .await
-            .map_err(|e| PipelineError::Other(e.to_string()))?;
+        let session = ctx.session().await?;
         let projections = Projections::prepare(session.clone(), &config.keyspace)
             .await
             .map_err(|e| PipelineError::Other(format!("preparing reads: {e}")))?;
@@ -1027,7 +1066,7 @@ impl Agent for RolloutAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::deployment::{DeploymentSpec, DriftPolicy, Resources, Target};
+    use crate::models::deployment::{DeploymentSpec, Resources, Target};
     use crate::models::rollout::Strategy;
     use crate::topics::names::{AppName, ZoneName};
 
@@ -1168,6 +1207,29 @@ mod tests {
             r.regions[&region("production-us-west-2")],
             RegionState::Cancelled
         );
+    }
+
+    #[test]
+    fn a_drift_only_reported_fails_the_zone_and_one_mended_does_not() {
+        let (mut r, _) = begin(&request(OnFailure::Pause), None).unwrap();
+        let drift = DriftReport {
+            deployment_id: r.id(),
+            generation: 2,
+            region: region("test-us-east-1"),
+            zone: ZoneName::parse("a").unwrap(),
+            app: AppName::parse("web").unwrap(),
+            event: DriftEvent::Detected {
+                what: "the app is missing".into(),
+                time_us: 5 * S,
+            },
+        };
+        assert_eq!(unmended(&r, &drift), None, "the region mends it");
+        r.request.spec.drift = DriftPolicy::Report;
+        let (key, at, reason) = unmended(&r, &drift).unwrap();
+        observe(&mut r, key, "failed", at, Some(reason));
+        assert!(evaluate(&mut r, 6 * S).is_empty());
+        assert_eq!(r.status, RolloutStatus::Paused);
+        assert!(r.reason.as_deref().unwrap().contains("the app is missing"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! RolloutArchivalAgent (persistence layer, central): consumes `mot-rollouts` and writes each
-//! rollout's state (`deployment_rollouts`) and its steps on the deployment's timeline (subject
+//! rollout of a deployment with a strategy: its state (`deployment_rollouts`) and its steps on the deployment's timeline (subject
 //! `rollout`: `wave-started`, `wave-healthy`, `wave-failed`, `paused`, `resumed`, `cancelled`,
 //! `rolled-back`, `healthy`, `superseded`, `removed`), each at its own time.
 
@@ -47,7 +47,9 @@ impl Agent for RolloutArchivalAgent {
             Ok(record) => record,
             Err(rejected) => return rejected,
         };
-        if record.origin != self.central {
+        // A deployment without a strategy is followed only for its CDEvents: its own views
+        // (zones, timeline) tell its story.
+        if record.origin != self.central || record.payload.strategy().is_none() {
             return Outcome::Skip;
         }
         let r = &record.payload;

@@ -239,7 +239,19 @@ impl Flow {
             .await
             .unwrap()
     }
+}
 
+/// Region `name` of a deployment's view.
+pub fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == name)
+        .unwrap_or_else(|| panic!("no region {name} in {view:#}"))
+}
+
+impl Flow {
     /// Waits until `GET /deployments/{id}` satisfies `ok`, answering the last view.
     pub async fn deployment_until(
         &self,
@@ -271,6 +283,17 @@ impl Flow {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// `POST /{zone}/_sim/{path}` on `region`'s simulator (a test switch), expecting 204.
+    pub async fn sim_control(&self, region: &str, zone: &str, path: &str) {
+        let resp = self
+            .http
+            .post(format!("{}/{zone}/_sim/{path}", self.sim(region)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "{path}");
     }
 
     pub fn sim(&self, region: &str) -> &str {
