@@ -121,9 +121,11 @@ fn one_post_to_two_regions_is_one_trace_from_the_api_to_the_archive() {
 
     assert_eq!(count("POST /deployments"), 1, "{names:?}");
     assert_eq!(count("send mot-deployment-requests"), 1, "{names:?}");
-    assert_eq!(count("process mot-deployment-requests"), 1, "{names:?}");
+    // The fan-out launches it; the RolloutAgent follows it (for its CDEvents).
+    assert_eq!(count("process mot-deployment-requests"), 2, "{names:?}");
     for agent in [
         "DeploymentFanOutAgent",
+        "RolloutAgent",
         "Localizer",
         "DeploymentOperationAgent",
         "CompleteEventArchivalAgent",
@@ -198,15 +200,23 @@ fn one_post_to_two_regions_is_one_trace_from_the_api_to_the_archive() {
             );
         }
     }
-    // The fan-out's span is a child of the API's send.
+    // The fan-out's and the RolloutAgent's spans are children of the API's send.
     let send = spans
         .iter()
         .find(|s| s["operationName"] == "send mot-deployment-requests")
         .unwrap();
-    let fan_out = spans
-        .iter()
-        .find(|s| s["operationName"] == "process mot-deployment-requests")
-        .unwrap();
-    assert_eq!(fan_out["references"][0]["spanID"], send["spanID"]);
+    for agent in ["DeploymentFanOutAgent", "RolloutAgent"] {
+        let process = spans
+            .iter()
+            .find(|s| {
+                s["operationName"] == "process mot-deployment-requests"
+                    && tag(s, "mot.agent") == Some(&json!(agent))
+            })
+            .unwrap();
+        assert_eq!(
+            process["references"][0]["spanID"], send["spanID"],
+            "{agent}"
+        );
+    }
     telemetry.shutdown();
 }
