@@ -225,6 +225,25 @@ async fn the_next_wave_waits_for_this_deployments_own_health_and_a_paused_rollou
 async fn a_failing_wave_rolls_every_region_reached_back_and_later_waves_never_run() {
     let flow = start().await;
     let (test, prod) = (flow.test_region.clone(), flow.prod_region.clone());
+    // The app's first deployment has nothing to go back to: it fails, and says so.
+    health(&flow, &test, "new-tasks-failing").await;
+    let first = flow
+        .post_with("0.9.0", both(&flow), two_waves(&flow, 2, 4, "rollback"))
+        .await;
+    let view = flow
+        .deployment_until(&first, "failed", |v| v["status"] == "failed")
+        .await;
+    assert!(
+        view["rollout_reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to roll back to"),
+        "{view:#}"
+    );
+    assert_eq!(region(&view, &test)["state"], "failed");
+    assert_eq!(region(&view, &prod)["state"], "cancelled");
+    health(&flow, &test, "passing").await;
+
     let (v1, v2) = broken_second_version(&flow, 6, "rollback").await;
     let view = flow
         .deployment_until(&v2, "rolled back", |v| v["status"] == "rolled-back")

@@ -580,7 +580,8 @@ impl RolloutAgent {
     /// Puts every region `r` reached back on the app's previous healthy deployment there: one
     /// new deployment per earlier deployment put back (`rollback_of` names this one), its
     /// id and generation claimed under a key derived from this rollout, so doing it again names
-    /// the same deployment.
+    /// the same deployment. A region with no earlier healthy deployment keeps this one (its
+    /// state says whether it is healthy or failed); with none anywhere, the rollout `failed`.
     async fn rollback(
         &self,
         r: &mut Rollout,
@@ -670,16 +671,25 @@ impl RolloutAgent {
                 regions,
             });
         }
-        r.status = RolloutStatus::RolledBack;
         cancel_later_waves(r, at);
-        let rollbacks = serde_json::to_value(&r.rollbacks).unwrap_or_default();
-        transition(
-            r,
-            at,
-            "rolled-back",
-            Some(r.current),
-            serde_json::json!({ "rollbacks": rollbacks }),
-        );
+        let missing: Vec<&RegionName> = reached
+            .iter()
+            .filter(|region| !r.rollbacks.iter().any(|b| b.regions.contains(region)))
+            .collect();
+        let detail =
+            serde_json::json!({ "rollbacks": r.rollbacks, "nothing_to_go_back_to": missing });
+        if r.rollbacks.is_empty() {
+            // Nothing was put back anywhere: the rollout failed, and says why.
+            r.status = RolloutStatus::Failed;
+            let reason = r.reason.take().unwrap_or_default();
+            r.reason = Some(format!(
+                "{reason}; no earlier deployment of {app} was healthy in any region reached: nothing to roll back to"
+            ));
+            transition(r, at, "failed", Some(r.current), detail);
+        } else {
+            r.status = RolloutStatus::RolledBack;
+            transition(r, at, "rolled-back", Some(r.current), detail);
+        }
         Ok(out)
     }
 

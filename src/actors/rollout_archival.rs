@@ -1,7 +1,8 @@
 //! RolloutArchivalAgent (persistence layer, central): consumes `mot-rollouts` and writes each
-//! rollout of a deployment with a strategy: its state (`deployment_rollouts`) and its steps on the deployment's timeline (subject
-//! `rollout`: `wave-started`, `wave-healthy`, `wave-failed`, `paused`, `resumed`, `cancelled`,
-//! `rolled-back`, `healthy`, `superseded`, `removed`), each at its own time.
+//! rollout of a deployment with a strategy: its state (`deployment_rollouts`) and its steps on
+//! the deployment's timeline (subject `rollout`: `wave-started`, `wave-healthy`, `wave-failed`,
+//! `paused`, `resumed`, `cancelled`, `rolled-back`, `failed`, `healthy`, `superseded`,
+//! `removed`), each at its own time.
 
 use scylla::statement::prepared::PreparedStatement;
 

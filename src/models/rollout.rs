@@ -169,7 +169,7 @@ pub struct ZoneSeen {
 pub struct Transition {
     pub time_us: i64,
     /// `wave-started`, `wave-healthy`, `wave-failed`, `paused`, `resumed`, `cancelled`,
-    /// `rolled-back`, `healthy`, `superseded`, `removed`.
+    /// `rolled-back`, `failed`, `healthy`, `superseded`, `removed`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<usize>,
