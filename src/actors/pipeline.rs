@@ -607,8 +607,12 @@ fn dead_letter(
     }
 }
 
-/// Reads `topic` on `home` from the beginning up to its end as of now, calling `f` for each
-/// record: how an agent rebuilds its last-record cache from its own output topic.
+/// Reads `topic` on `home` from the beginning up to its end as of now (the high watermarks seen
+/// at the start), calling `f` for each record: how an agent rebuilds its last-record cache from
+/// its own output topic. There is no deadline a large topic could miss: it reads as long as
+/// records come, logging its progress every [`REBUILD_PROGRESS_EVERY`]; librdkafka's
+/// synchronous calls (metadata, watermarks) run on a blocking thread, never on the thread that
+/// serves other agents.
 pub async fn read_to_end(
     home: &HomeCluster,
     topic: &TopicName,
@@ -619,32 +623,36 @@ pub async fn read_to_end(
         topic: topic.to_string(),
         problem,
     };
-    let consumer = home.consumer(group)?;
-    let metadata = consumer.fetch_metadata(Some(topic.as_str()), Duration::from_secs(30))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    let mut assignment = TopicPartitionList::new();
-    let mut pending: VecDeque<(i32, i64)> = VecDeque::new();
-    for partition in partitions {
-        let (low, high) = watermarks(&consumer, topic, partition).await?;
-        if high > low {
-            assignment.add_partition_offset(topic.as_str(), partition, Offset::Beginning)?;
-            pending.push_back((partition, high));
-        }
-    }
+    let (consumer, mut pending) = {
+        let (home, topic, group) = (home.clone(), topic.clone(), group.to_owned());
+        tokio::task::spawn_blocking(move || end_offsets(&home, &topic, &group))
+            .await
+            .map_err(|e| rebuild_err(format!("reading the end offsets: {e}")))??
+    };
     if pending.is_empty() {
         return Ok(0);
     }
+    let mut assignment = TopicPartitionList::new();
+    for (partition, _) in &pending {
+        assignment.add_partition_offset(topic.as_str(), *partition, Offset::Beginning)?;
+    }
     consumer.assign(&assignment)?;
+    let total: i64 = pending.iter().map(|(_, high)| high).sum();
+    let started = tokio::time::Instant::now();
+    let mut progress = tokio::time::interval_at(
+        started + REBUILD_PROGRESS_EVERY,
+        REBUILD_PROGRESS_EVERY,
+    );
     let mut read = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() {
-        let msg = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .map_err(|_| rebuild_err("did not reach the end within 120s".into()))??;
+        let msg = tokio::select! {
+            msg = consumer.recv() => msg?,
+            _ = progress.tick() => {
+                tracing::info!(%topic, read, of_at_most = total, partitions_left = pending.len(),
+                    elapsed_s = started.elapsed().as_secs(), "rebuilding");
+                continue;
+            }
+        };
         f(&msg);
         read += 1;
         let (partition, offset) = (msg.partition(), msg.offset());
@@ -653,21 +661,48 @@ pub async fn read_to_end(
     Ok(read)
 }
 
-/// A partition's low and high watermarks. A topic created moments ago may have no leader yet
-/// (`NotLeaderForPartition`, `LeaderNotAvailable`): that settles within seconds, so it is retried
-/// here rather than failing the agent.
-async fn watermarks(
+/// How often a long rebuild says how far it got.
+pub const REBUILD_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// A consumer for reading `topic` from `home`, and each non-empty partition with its high
+/// watermark: blocking calls.
+fn end_offsets(
+    home: &HomeCluster,
+    topic: &TopicName,
+    group: &str,
+) -> Result<(crate::topics::clients::MotConsumer, VecDeque<(i32, i64)>), PipelineError> {
+    let consumer = home.consumer(group)?;
+    let metadata = consumer.fetch_metadata(Some(topic.as_str()), Duration::from_secs(30))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut pending = VecDeque::new();
+    for partition in partitions {
+        let (low, high) = watermarks(&consumer, topic, partition)?;
+        if high > low {
+            pending.push_back((partition, high));
+        }
+    }
+    Ok((consumer, pending))
+}
+
+/// A partition's low and high watermarks (a blocking call). A topic created moments ago may have
+/// no leader yet (`NotLeaderForPartition`, `LeaderNotAvailable`): that settles within seconds, so
+/// it is retried here rather than failing the agent.
+fn watermarks(
     consumer: &crate::topics::clients::MotConsumer,
     topic: &TopicName,
     partition: i32,
 ) -> Result<(i64, i64), KafkaError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match consumer.fetch_watermarks(topic.as_str(), partition, Duration::from_secs(10)) {
             Ok(marks) => return Ok(marks),
-            Err(e) if tokio::time::Instant::now() < deadline => {
+            Err(e) if std::time::Instant::now() < deadline => {
                 tracing::debug!(%topic, partition, error = %e, "watermarks not available yet; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => return Err(e),
         }
