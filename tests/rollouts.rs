@@ -266,6 +266,10 @@ async fn a_failing_wave_rolls_every_region_reached_back_and_later_waves_never_ru
         .deployment_until(&back, "healthy", |v| v["status"] == "healthy")
         .await;
     assert_eq!(restored["rollback_of"], v2.as_str());
+    assert_eq!(
+        restored["trace_id"], view["trace_id"],
+        "the rollback continues the failed deployment's trace"
+    );
     assert_eq!(restored["version"], "1.0.0");
     for zone in ZONES {
         let app = flow.app(&test, zone).await;

@@ -641,8 +641,16 @@ impl RolloutAgent {
                 &key,
                 request,
             );
+            // The rollback belongs to the failed deployment's trace (untraced: none, as the
+            // API says it).
+            let trace_id = r
+                .traceparent
+                .as_deref()
+                .and_then(|tp| tp.split('-').nth(1))
+                .map(str::to_owned)
+                .unwrap_or_else(|| crate::telemetry::trace_id(&tracing::Span::none()));
             self.requests
-                .write_shell(&envelope, "")
+                .write_shell(&envelope, &trace_id)
                 .await
                 .map_err(|e| e.to_string())?;
             let json = serde_json::to_vec(&envelope.payload).map_err(|e| e.to_string())?;
