@@ -639,10 +639,8 @@ pub async fn read_to_end(
     consumer.assign(&assignment)?;
     let total: i64 = pending.iter().map(|(_, high)| high).sum();
     let started = tokio::time::Instant::now();
-    let mut progress = tokio::time::interval_at(
-        started + REBUILD_PROGRESS_EVERY,
-        REBUILD_PROGRESS_EVERY,
-    );
+    let mut progress =
+        tokio::time::interval_at(started + REBUILD_PROGRESS_EVERY, REBUILD_PROGRESS_EVERY);
     let mut read = 0;
     while !pending.is_empty() {
         let msg = tokio::select! {

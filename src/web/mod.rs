@@ -223,6 +223,68 @@ pub(crate) fn server_span(request: &actix_web::HttpRequest, route: &str) -> trac
     span
 }
 
+/// The routes served whatever the roles: method and path (the OpenAPI document describes each;
+/// a test checks it), in the order of [`always_routes`].
+pub const ROUTES_ALWAYS: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// Their handlers, in order; the method is the table's.
+fn always_routes() -> [actix_web::Route; 4] {
+    [
+        web::route().to(health::healthz),
+        web::route().to(readyz::readyz),
+        web::route().to(metrics::metrics),
+        web::route().to(openapi::openapi),
+    ]
+}
+
+/// The routes the service role serves, in the order of [`service_routes`].
+pub const SERVICE_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/deployments"),
+    ("GET", "/deployments"),
+    ("GET", "/deployments/{id}"),
+    ("GET", "/deployments/{id}/instances"),
+    ("GET", "/deployments/{id}/events"),
+    ("POST", "/deployments/{id}/traffic"),
+    ("POST", "/deployments/{id}/resume"),
+    ("POST", "/deployments/{id}/cancel"),
+    ("DELETE", "/apps/{app}"),
+    ("POST", "/apps/{app}/rollback"),
+    ("GET", "/apps/{app}/deployments"),
+    ("GET", "/apps/{app}/history"),
+    ("GET", "/apps/{app}/config"),
+    ("PUT", "/apps/{app}/config"),
+];
+
+/// Their handlers, in order; the method is the table's.
+fn service_routes() -> [actix_web::Route; 14] {
+    [
+        web::route().to(post_deployment::post_deployment),
+        web::route().to(list_deployments::list_deployments),
+        web::route().to(get_deployment::get_deployment),
+        web::route().to(get_deployment::get_instances),
+        web::route().to(get_deployment::get_events),
+        web::route().to(post_traffic::post_traffic),
+        web::route().to(rollouts::resume),
+        web::route().to(rollouts::cancel),
+        web::route().to(delete_app::delete_app),
+        web::route().to(rollouts::rollback),
+        web::route().to(app_history::app_deployments),
+        web::route().to(app_history::app_history),
+        web::route().to(app_config::get_config),
+        web::route().to(app_config::put_config),
+    ]
+}
+
+fn http_method(name: &str) -> actix_web::http::Method {
+    actix_web::http::Method::from_bytes(name.as_bytes())
+        .unwrap_or_else(|e| unreachable!("a route table's method: {e}"))
+}
+
 /// Builds the API server on an already bound listener (port 0 in tests). `state` is present when
 /// this process runs the service role; `/healthz`, `/readyz` and `/metrics` are served whatever
 /// the roles. Signals are handled by the daemon, which stops the server gracefully through its
@@ -256,52 +318,18 @@ pub fn server(
                     recorder.record(&route, &method, res.status().as_u16(), started.elapsed());
                     Ok(res)
                 }
-            })
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(readyz::readyz))
-            .route("/metrics", web::get().to(metrics::metrics))
-            .route("/openapi.json", web::get().to(openapi::openapi));
+            });
+        let app = ROUTES_ALWAYS
+            .iter()
+            .zip(always_routes())
+            .fold(app, |app, ((method, path), route)| {
+                app.route(path, route.method(http_method(method)))
+            });
         match &state {
-            Some(state) => app
-                .app_data(state.clone())
-                .route(
-                    "/deployments",
-                    web::post().to(post_deployment::post_deployment),
-                )
-                .route(
-                    "/deployments",
-                    web::get().to(list_deployments::list_deployments),
-                )
-                .route(
-                    "/deployments/{id}",
-                    web::get().to(get_deployment::get_deployment),
-                )
-                .route(
-                    "/deployments/{id}/instances",
-                    web::get().to(get_deployment::get_instances),
-                )
-                .route(
-                    "/deployments/{id}/events",
-                    web::get().to(get_deployment::get_events),
-                )
-                .route(
-                    "/deployments/{id}/traffic",
-                    web::post().to(post_traffic::post_traffic),
-                )
-                .route("/deployments/{id}/resume", web::post().to(rollouts::resume))
-                .route("/deployments/{id}/cancel", web::post().to(rollouts::cancel))
-                .route("/apps/{app}", web::delete().to(delete_app::delete_app))
-                .route("/apps/{app}/rollback", web::post().to(rollouts::rollback))
-                .route(
-                    "/apps/{app}/deployments",
-                    web::get().to(app_history::app_deployments),
-                )
-                .route(
-                    "/apps/{app}/history",
-                    web::get().to(app_history::app_history),
-                )
-                .route("/apps/{app}/config", web::get().to(app_config::get_config))
-                .route("/apps/{app}/config", web::put().to(app_config::put_config)),
+            Some(state) => SERVICE_ROUTES.iter().zip(service_routes()).fold(
+                app.app_data(state.clone()),
+                |app, ((method, path), route)| app.route(path, route.method(http_method(method))),
+            ),
             None => app,
         }
     })
