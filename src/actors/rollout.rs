@@ -48,7 +48,7 @@ use super::pipeline::{
 };
 
 /// How often gates and deadlines are checked.
-pub const TICK: Duration = Duration::from_millis(250);
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// The agent.
 pub struct RolloutAgent {
@@ -249,7 +249,9 @@ fn region_states(r: &mut Rollout) {
     let rolled_back: Vec<&RegionName> = r.rollbacks.iter().flat_map(|b| &b.regions).collect();
     for (i, wave) in r.waves.iter().enumerate() {
         for region in &wave.regions {
-            let launched = !matches!(wave.state, WaveState::Waiting | WaveState::Cancelled);
+            // Launched once started, whatever became of the wave since (a cancelled wave's
+            // regions run what it launched).
+            let launched = wave.started_us.is_some();
             let state = if !launched {
                 if r.status.is_final() {
                     RegionState::Cancelled
@@ -591,7 +593,7 @@ impl RolloutAgent {
         let reached: Vec<RegionName> = r
             .waves
             .iter()
-            .filter(|w| !matches!(w.state, WaveState::Waiting | WaveState::Cancelled))
+            .filter(|w| w.started_us.is_some())
             .flat_map(|w| w.regions.clone())
             .collect();
         let app = r.request.spec.app.clone();
@@ -1217,10 +1219,17 @@ mod tests {
             command(&mut r, RolloutAction::Resume, 5 * S).is_empty(),
             "not paused"
         );
+        observe(&mut r, "test-us-east-1/a".into(), "healthy", 5 * S, None);
         assert!(command(&mut r, RolloutAction::Cancel, 6 * S).is_empty());
         assert_eq!(r.status, RolloutStatus::Cancelled);
+        assert_eq!(r.waves[0].state, WaveState::Cancelled);
         assert_eq!(r.waves[1].state, WaveState::Cancelled);
         region_states(&mut r);
+        assert_eq!(
+            r.regions[&region("test-us-east-1")],
+            RegionState::Healthy,
+            "launched before the cancel: it runs this deployment"
+        );
         assert_eq!(
             r.regions[&region("production-us-west-2")],
             RegionState::Cancelled
