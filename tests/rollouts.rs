@@ -312,6 +312,15 @@ async fn one_call_rolls_an_app_back_everywhere() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["fields"][0]["field"], "regions[0]", "{body}");
+    let stranger = uuid::Uuid::new_v4();
+    let (status, body) = post(
+        &flow,
+        "/apps/checkout-web/rollback",
+        Some(json!({"to": stranger.to_string()})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "to", "{body}");
 
     let (status, body) = post(&flow, "/apps/checkout-web/rollback", None).await;
     assert_eq!(status, 202, "{body}");

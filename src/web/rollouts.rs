@@ -244,11 +244,10 @@ async fn roll_back(
             let request: Option<DeploymentRequested> =
                 row.and_then(|row| serde_json::from_str(&row.request).ok());
             let Some(request) = request.filter(|r| r.spec.app == app) else {
-                return Err(ApiError::bad_field(
-                    "invalid_json",
-                    "to",
-                    format!("no deployment {to} of app {app}"),
-                ));
+                return Err(ApiError::invalid(vec![FieldProblem {
+                    field: "to".into(),
+                    problem: format!("no deployment {to} of app {app}"),
+                }]));
             };
             for (i, region) in regions.iter().enumerate() {
                 if !request.targets.iter().any(|t| &t.region == region) {
@@ -257,11 +256,10 @@ async fn roll_back(
                     } else {
                         "to".into()
                     };
-                    return Err(ApiError::bad_field(
-                        "invalid_json",
+                    return Err(ApiError::invalid(vec![FieldProblem {
                         field,
-                        format!("deployment {to} did not run in {region}"),
-                    ));
+                        problem: format!("deployment {to} did not run in {region}"),
+                    }]));
                 }
                 earlier.insert(region.clone(), request.clone());
             }
