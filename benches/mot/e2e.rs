@@ -36,15 +36,30 @@ async fn deploy(
     app: &str,
     regions: &[&str],
 ) -> (Uuid, String, f64) {
+    deploy_with(http, url, app, regions, None).await
+}
+
+/// [`deploy`] with a rollout `strategy`: healthy once its last wave is.
+async fn deploy_with(
+    http: &reqwest::Client,
+    url: &str,
+    app: &str,
+    regions: &[&str],
+    strategy: Option<Value>,
+) -> (Uuid, String, f64) {
     let targets: Vec<Value> = regions.iter().map(|r| json!({"region": r})).collect();
+    let mut body = json!({
+        "app": app, "version": "1.0.0", "artifact": "registry.example.com/bench:1",
+        "instances_per_zone": 2, "resources": {"cpus": 0.1, "mem_mb": 64},
+        "targets": targets,
+    });
+    if let Some(strategy) = strategy {
+        body["strategy"] = strategy;
+    }
     let started = Instant::now();
     let accepted: Value = http
         .post(format!("{url}/deployments"))
-        .json(&json!({
-            "app": app, "version": "1.0.0", "artifact": "registry.example.com/bench:1",
-            "instances_per_zone": 2, "resources": {"cpus": 0.1, "mem_mb": 64},
-            "targets": targets,
-        }))
+        .json(&body)
         .send()
         .await
         .expect("POST")
@@ -254,8 +269,11 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
              in all three zones with two instances per zone: the time from sending the POST until \
              GET /deployments/{{id}} (polled every 10 ms) shows it `healthy`. One region is \
              test-us-east-1 (launch through the pseudo-central cluster, results back through a \
-             localizer); two adds production-us-west-2 (reads central directly). The hops come from \
-             each one-region deployment's trace in Jaeger (span start and end times)."
+             localizer); two adds production-us-west-2 (reads central directly); two waves deploys to \
+             the same two regions with a strategy of two waves (test-us-east-1 first; \
+             min_healthy_secs 0), where the gate of the first wave is measured to the Kafka \
+             timestamp of the second wave's launch record. The hops come from each one-region \
+             deployment's trace in Jaeger (span start and end times)."
         ),
     );
     let mut one = Vec::new();
@@ -284,6 +302,68 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
         two.push(ms);
         last = id;
     }
+    // The same two regions in two waves, each gated on the wave before being healthy (held for
+    // 0 s): what the gate costs, and how soon after it opens the next wave's launch is produced.
+    let waves = json!({"waves": [["test-us-east-1"], ["production-us-west-2"]],
+                       "min_healthy_secs": 0, "deadline_secs": 120});
+    let mut in_waves = Vec::new();
+    let mut gates = Vec::new();
+    for k in 0..n {
+        let (id, _, ms) = deploy_with(
+            &http,
+            &url,
+            &format!("bench-waves-{}-{k}", env.run_id),
+            &["test-us-east-1", "production-us-west-2"],
+            Some(waves.clone()),
+        )
+        .await;
+        in_waves.push(ms);
+        let view: Value = http
+            .get(format!("{url}/deployments/{id}"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("the view");
+        gates.push((
+            id,
+            view["waves"][0]["ended_ms"]
+                .as_i64()
+                .expect("wave 0's gate"),
+        ));
+    }
+    let mut launched: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let launches =
+        mot::topics::names::TopicName::parse("mot-deployment-launch-events-production-us-west-2")
+            .unwrap();
+    mot::actors::pipeline::read_to_end(
+        &topology.central_home(),
+        &launches,
+        &format!("bench-waves-reader-{}", env.run_id),
+        |m| {
+            use rdkafka::Message;
+            if let Ok(e) = mot::models::envelope::decode::<mot::models::deployment::LaunchRequested>(
+                m.key(),
+                m.payload(),
+            ) {
+                if let Some(ts) = m.timestamp().to_millis() {
+                    launched.entry(e.payload.deployment_id).or_insert(ts);
+                }
+            }
+        },
+    )
+    .await
+    .expect("reading the launches");
+    let gate_lags: Vec<f64> = gates
+        .iter()
+        .filter_map(|(id, gate)| launched.get(id).map(|ts| (ts - gate) as f64))
+        .collect();
+    assert_eq!(
+        gate_lags.len(),
+        gates.len(),
+        "every second wave was launched"
+    );
     for supervisor in supervisors {
         let _ = supervisor.send(Shutdown).await;
     }
@@ -308,6 +388,17 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
         vec![crate::report::percentile(&two, 0.99)],
     ));
     section.ratio("two regions / one region (p50)", two_p50, one_p50);
+    let waves_p50 = section.figure(Figure::new(
+        "two regions in two waves (min_healthy_secs 0): POST -> healthy",
+        "ms",
+        in_waves,
+    ));
+    section.ratio("two waves / two regions at once (p50)", waves_p50, two_p50);
+    section.figure(Figure::new(
+        "wave 1's gate opens -> wave 2's launch record produced",
+        "ms",
+        gate_lags,
+    ));
 
     // The hops, from the traces (exported every 500 ms; Jaeger may need a moment more).
     tokio::time::sleep(Duration::from_secs(3)).await;
