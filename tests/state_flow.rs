@@ -9,18 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::flow::{start, start_with, Flow};
+use common::flow::{region, start, start_with, Flow};
 use mot::platform::sim::SimOptions;
 use mot::topics::names::RegionName;
-
-fn region<'a>(view: &'a Value, name: &str) -> &'a Value {
-    view["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == name)
-        .unwrap_or_else(|| panic!("no region {name} in {view:#}"))
-}
 
 fn all_healthy(view: &Value) -> bool {
     view["status"] == "healthy"

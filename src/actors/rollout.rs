@@ -456,14 +456,15 @@ impl RolloutAgent {
         }
         region_states(&mut r);
         out.extend(self.announce(&mut r, cause)?);
+        // Changed: a step was taken, or anything but the update time differs (`before` was
+        // kept with no transitions).
         let changed = before.is_none_or(|b| {
-            let mut b = b.clone();
-            b.transitions.clear();
-            b.updated_us = 0;
-            let mut n = r.clone();
-            n.transitions.clear();
-            n.updated_us = 0;
-            b != n
+            !r.transitions.is_empty() || {
+                let updated = std::mem::replace(&mut r.updated_us, b.updated_us);
+                let differs = *b != r;
+                r.updated_us = updated;
+                differs
+            }
         });
         if changed {
             let latest = r.transitions.iter().map(|t| t.time_us).max().unwrap_or(0);
