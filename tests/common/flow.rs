@@ -319,13 +319,25 @@ impl Flow {
         for (k, v) in extra.as_object().into_iter().flatten() {
             body[k] = v.clone();
         }
-        let resp = self
-            .http
-            .post(format!("{}/deployments", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        // As for GET: a pooled connection the server closed (agents just restarted) is asked
+        // again on a new one; the Idempotency-Key makes the retry the same deployment.
+        let key = super::unique("post");
+        let mut attempts = 0;
+        let resp = loop {
+            let sent = self
+                .http
+                .post(format!("{}/deployments", self.url))
+                .header("Idempotency-Key", &key)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
+                Ok(resp) => break resp,
+                Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
+                Err(e) => panic!("POST /deployments: {e:?}"),
+            }
+        };
         assert_eq!(resp.status().as_u16(), 202);
         resp.json::<Value>().await.unwrap()["id"]
             .as_str()
