@@ -228,6 +228,23 @@ impl Agent for CompleteEventArchivalAgent {
                 ),
             };
             let zone = outcome.zone();
+            // The timeline first: whoever reads the zone's new status finds its event there.
+            let detail = detail.to_string();
+            let event = self
+                .archive
+                .timeline(TimelineEntry {
+                    deployment: c.deployment_id,
+                    time_us: t,
+                    region: c.region.as_str(),
+                    zone: zone.as_str(),
+                    subject: "scheduler",
+                    kind,
+                    detail: detail.as_str(),
+                })
+                .await;
+            if let Err(problem) = event {
+                return problem.into();
+            }
             let written = with_retries("INSERT deployment_zones", || {
                 self.archive.session.execute_unpaged(
                     &self.zone_status,
@@ -266,22 +283,6 @@ impl Agent for CompleteEventArchivalAgent {
                 if let Err(problem) = ended {
                     return problem.into();
                 }
-            }
-            let detail = detail.to_string();
-            let event = self
-                .archive
-                .timeline(TimelineEntry {
-                    deployment: c.deployment_id,
-                    time_us: t,
-                    region: c.region.as_str(),
-                    zone: zone.as_str(),
-                    subject: "scheduler",
-                    kind,
-                    detail: detail.as_str(),
-                })
-                .await;
-            if let Err(problem) = event {
-                return problem.into();
             }
             writes += 2;
         }
