@@ -800,3 +800,41 @@ fn assert_prometheus_text(text: &str) {
     }
     assert!(!families.is_empty(), "no metric families");
 }
+
+#[actix_web::test]
+async fn cassandra_failing_a_read_or_a_write_is_a_503_with_retry_after() {
+    let app = spawn_app().await;
+    let config = app.topology.config().cassandra.clone();
+    let session = mot::store::connect(&config).await.unwrap();
+    // Tables gone from under the API: every statement on them fails in Cassandra.
+    for table in ["deployments", "app_generations"] {
+        session
+            .query_unpaged(format!("DROP TABLE {}.{table}", config.keyspace), ())
+            .await
+            .unwrap();
+    }
+    let get = app
+        .client
+        .get(format!("{}/deployments/{}", app.url, uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    let post = app
+        .client
+        .post(format!("{}/deployments", app.url))
+        .json(&request(&common::unique("nodb")))
+        .send()
+        .await
+        .unwrap();
+    for resp in [get, post] {
+        assert_eq!(resp.status().as_u16(), 503);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("unconfigured"),
+            "no driver text: {message}"
+        );
+    }
+}

@@ -20,7 +20,7 @@ pub(super) fn app_name(raw: &str) -> Result<AppName, ApiError> {
 }
 
 fn read_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal("reading an app's config", &e)
+    ApiError::cassandra("reading an app's config", &e)
 }
 
 pub async fn get_config(
@@ -95,7 +95,7 @@ pub async fn put_config(
         .projections
         .put_app_config(app.as_str(), &config.to_string(), next, now)
         .await
-        .map_err(|e| ApiError::internal("writing an app's config", &e))?;
+        .map_err(|e| ApiError::cassandra("writing an app's config", &e))?;
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", format!("\"{next}\"")))
         .json(json!({

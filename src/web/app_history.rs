@@ -29,7 +29,7 @@ const PAGE: i32 = 100;
 const READ_AHEAD: usize = 16;
 
 fn read_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal("reading an app's history", &e)
+    ApiError::cassandra("reading an app's history", &e)
 }
 
 /// `GET /apps/{app}/deployments`: the listing of `GET /deployments`, for one app.

@@ -99,7 +99,7 @@ async fn remove(
         .projections
         .deployment_ids(Some(app.as_str()), "", 1, PagingState::start())
         .await
-        .map_err(|e| ApiError::internal("reading the app's deployments", &e))?;
+        .map_err(|e| ApiError::cassandra("reading the app's deployments", &e))?;
     if deployed.is_empty() {
         return Err(ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,

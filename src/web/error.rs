@@ -76,6 +76,14 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After: 1` for a read or write Cassandra did not complete (a timeout, a
+    /// node away, a table not there yet): the database is unavailable, not mot broken; the cause
+    /// is logged, never shown.
+    pub fn cassandra(context: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%cause, context, "cassandra did not answer");
+        Self::unavailable("the database did not answer; retry", 1)
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
         Self {

@@ -60,7 +60,7 @@ fn not_found(id: Uuid) -> ApiError {
 }
 
 fn read_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal("reading the projections", &e)
+    ApiError::cassandra("reading the projections", &e)
 }
 
 /// The deployment as the API shows it, or `None` when there is no such deployment.

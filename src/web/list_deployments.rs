@@ -138,7 +138,7 @@ pub async fn list_deployments(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse(&raw)?;
-    let read_failed = |e| ApiError::internal("listing deployments", &e);
+    let read_failed = |e| ApiError::cassandra("listing deployments", &e);
     let (mut month, mut paging) = match &q.cursor {
         Some(c) => (c.m.clone(), c.p.as_deref().and_then(unhex)),
         None => (month_of(now_us() / 1000), None),

@@ -195,7 +195,7 @@ fn requests_error(e: store::requests::RequestsError) -> ApiError {
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different request",
         ),
-        e @ RequestsError::Cassandra { .. } => ApiError::internal("request rows", &e),
+        e @ RequestsError::Cassandra { .. } => ApiError::cassandra("request rows", &e),
     }
 }
 

@@ -52,7 +52,7 @@ async fn switch(
         .projections
         .deployment(id)
         .await
-        .map_err(|e| ApiError::internal("reading a deployment", &e))?
+        .map_err(|e| ApiError::cassandra("reading a deployment", &e))?
         .ok_or_else(|| {
             ApiError::new(
                 actix_web::http::StatusCode::NOT_FOUND,
@@ -61,7 +61,7 @@ async fn switch(
             )
         })?;
     let requested: DeploymentRequested = serde_json::from_str(&row.request)
-        .map_err(|e| ApiError::internal("reading a deployment's request", &e))?;
+        .map_err(|e| ApiError::cassandra("reading a deployment's request", &e))?;
     let targets: Vec<RegionName> = requested.targets.iter().map(|t| t.region.clone()).collect();
     let regions = match &body.regions {
         None => targets.clone(),

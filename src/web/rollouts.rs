@@ -30,7 +30,7 @@ use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
 fn read_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal("reading a rollout", &e)
+    ApiError::cassandra("reading a rollout", &e)
 }
 
 fn conflict(message: String) -> ApiError {
@@ -182,7 +182,7 @@ async fn roll_back(
         ));
     };
     let newest: DeploymentRequested = serde_json::from_str(&newest.request)
-        .map_err(|e| ApiError::internal("reading the newest deployment", &e))?;
+        .map_err(|e| ApiError::cassandra("reading the newest deployment", &e))?;
 
     // The regions: those named (each a region of the topology), or the newest deployment's.
     let topology = state.topology();
