@@ -308,6 +308,9 @@ impl Platform {
                 .route("/{zone}/_sim/stats", web::get().to(stats))
         })
         .workers(1)
+        // A loaded test machine may take seconds between connecting and sending: the default
+        // 5 s would answer 408 under the client's request (hyper's UnexpectedMessage).
+        .client_request_timeout(std::time::Duration::from_secs(60))
         .disable_signals()
         .listen(listener)?
         .run())

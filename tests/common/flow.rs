@@ -181,9 +181,11 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
         test_region,
         prod_region,
         extra_region,
-        // Below the server's keep-alive, so a pooled connection is never one the server is closing.
+        // No pooled connections: a connection the server (the API, a zone's simulator) is
+        // closing is never reused under a request (hyper's UnexpectedMessage). Loopback
+        // connects cost nothing here.
         http: reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap(),
         registry,
@@ -219,6 +221,10 @@ impl Flow {
         let resp = loop {
             match self.http.get(format!("{}{path}", self.url)).send().await {
                 Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
+                Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 Ok(resp) => break resp,
                 Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
                 Err(e) => panic!("GET {path}: {e:?}"),
@@ -319,8 +325,10 @@ impl Flow {
         for (k, v) in extra.as_object().into_iter().flatten() {
             body[k] = v.clone();
         }
-        // As for GET: a pooled connection the server closed (agents just restarted) is asked
-        // again on a new one; the Idempotency-Key makes the retry the same deployment.
+        // As a client should: a 503 (Cassandra or Kafka did not answer in time on a loaded
+        // machine) is asked again after its Retry-After, and so is a request on a pooled
+        // connection the server closed (agents just restarted); the Idempotency-Key makes every
+        // retry the same deployment.
         let key = super::unique("post");
         let mut attempts = 0;
         let resp = loop {
@@ -333,6 +341,10 @@ impl Flow {
                 .await;
             match sent {
                 Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
+                Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 Ok(resp) => break resp,
                 Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
                 Err(e) => panic!("POST /deployments: {e:?}"),
