@@ -213,23 +213,10 @@ impl Flow {
 
     /// `GET path` on the API, answering status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        // A pooled connection of an API server that was just stopped (stop_agents) can be
-        // closed under the request, or answered 408 by a server that gave up waiting for a
-        // request on it (actix's 5 s client request timeout, while the machine was busy
-        // restarting every agent): asked again on a new connection.
-        let mut attempts = 0;
-        let resp = loop {
-            match self.http.get(format!("{}{path}", self.url)).send().await {
-                Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
-                Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Ok(resp) => break resp,
-                Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
-                Err(e) => panic!("GET {path}: {e:?}"),
-            }
-        };
+        let resp = send_retrying(&format!("GET {path}"), || {
+            self.http.get(format!("{}{path}", self.url))
+        })
+        .await;
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -325,31 +312,15 @@ impl Flow {
         for (k, v) in extra.as_object().into_iter().flatten() {
             body[k] = v.clone();
         }
-        // As a client should: a 503 (Cassandra or Kafka did not answer in time on a loaded
-        // machine) is asked again after its Retry-After, and so is a request on a pooled
-        // connection the server closed (agents just restarted); the Idempotency-Key makes every
-        // retry the same deployment.
+        // Every retry carries the same Idempotency-Key: it stays one deployment.
         let key = super::unique("post");
-        let mut attempts = 0;
-        let resp = loop {
-            let sent = self
-                .http
+        let resp = send_retrying("POST /deployments", || {
+            self.http
                 .post(format!("{}/deployments", self.url))
                 .header("Idempotency-Key", &key)
                 .json(&body)
-                .send()
-                .await;
-            match sent {
-                Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
-                Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Ok(resp) => break resp,
-                Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
-                Err(e) => panic!("POST /deployments: {e:?}"),
-            }
-        };
+        })
+        .await;
         assert_eq!(resp.status().as_u16(), 202);
         resp.json::<Value>().await.unwrap()["id"]
             .as_str()
@@ -462,5 +433,28 @@ impl Flow {
             .json()
             .await
             .unwrap()
+    }
+}
+
+/// Sends the request `build` makes as a client should, again when the answer says to: a 503
+/// (Cassandra or Kafka did not answer in time on a loaded machine) after its Retry-After, a 408
+/// or a connection the server closed under the request (an API server just stopped, a machine
+/// busy restarting every agent) at once.
+async fn send_retrying(
+    what: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> reqwest::Response {
+    let mut attempts = 0;
+    loop {
+        match build().send().await {
+            Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
+            Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(resp) => break resp,
+            Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
+            Err(e) => panic!("{what}: {e:?}"),
+        }
     }
 }
