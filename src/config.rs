@@ -301,8 +301,17 @@ pub struct ZoneConfig {
     pub marathon: String,
     /// Base URL of the zone's Mesos master.
     pub mesos: String,
-    /// Base URL of the zone's Consul agent.
+    /// Base URL of the zone's Consul agent. Maintenance calls go to the agent an instance is
+    /// registered on: this URL with the instance's node address.
     pub consul: String,
+    /// When zones share a Consul datacenter: the service tag that marks this zone's instances.
+    /// mot then reads only the services carrying it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul_tag: Option<String>,
+    /// The ACL token mot presents to the zone's Consul (`X-Consul-Token`): reading the catalog and
+    /// health needs `service:read` and `node:read`, traffic changes `service:write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul_token: Option<String>,
 }
 
 /// Who carries a route.

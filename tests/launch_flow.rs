@@ -182,7 +182,7 @@ async fn deployed_instances_reach_the_instance_topic_healthy() {
     let id = flow.post(json!([{"region": p}])).await;
     flow.complete_events(&p, &id, 1).await;
 
-    // ConsulStateAgent polls each zone's simulated Consul; InstanceConsulStateAgent turns what it
+    // ConsulStateAgent watches each zone's Consul; InstanceConsulStateAgent turns what it
     // publishes into InstanceInfo changes.
     let healthy = flow.healthy_instances(&p, &id, 6).await;
     let zones: std::collections::BTreeSet<_> = healthy.iter().map(|i| i.zone.to_string()).collect();
@@ -198,11 +198,7 @@ async fn deployed_instances_reach_the_instance_topic_healthy() {
             .snapshot()
             .records_in
     };
-    flow.http
-        .post(format!("{}/a/_sim/consul/down", flow.sim(&p)))
-        .send()
-        .await
-        .unwrap();
+    flow.consul(&p, "a").down();
     let before = consul_polls();
     common::eventually(60, "three polls with zone a's Consul down", || {
         consul_polls() >= before + 3
@@ -214,11 +210,7 @@ async fn deployed_instances_reach_the_instance_topic_healthy() {
         .filter(|e| e.kind == Kind::Deleted && e.payload.zone.as_str() == "a")
         .count();
     assert_eq!(deleted_in_a, 0, "an unanswering Consul deletes nothing");
-    flow.http
-        .post(format!("{}/a/_sim/consul/up", flow.sim(&p)))
-        .send()
-        .await
-        .unwrap();
+    flow.consul(&p, "a").up();
 
     // A task killed in zone b is replaced: its instance is deleted, the new one arrives.
     let victim = healthy

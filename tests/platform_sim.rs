@@ -1,9 +1,9 @@
-//! The platform simulator over HTTP: Marathon, Mesos and Consul of one zone agree with each other,
-//! and the failure switches do what they say.
+//! The platform simulator over HTTP: Marathon and Mesos of one zone agree with each other and
+//! with the real Consul the simulator registers its tasks in, and the failure switches do what
+//! they say.
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,8 +13,12 @@ use mot::platform::marathon::{App, MarathonClient};
 use mot::platform::sim::{Platform, SimOptions};
 use mot::topics::names::RegionName;
 
-async fn start(health_delay: Duration) -> String {
-    let config = Config::load(Path::new(&common::repo_path("dev/mot.toml"))).unwrap();
+/// The simulator of test-us-east-1 on a free port, its zones' instances in the shared Consul
+/// under a tag of this test's own; answers its URL and zone a's tag.
+async fn start(health_delay: Duration) -> (String, String) {
+    let scope = format!("mot-zone={}", common::unique_region());
+    let file = common::dev_toml_with(&[("mot-zone=test-us-east-1", &scope)]);
+    let config = Config::load(file.path()).unwrap();
     let region = config
         .region(&RegionName::parse("test-us-east-1").unwrap())
         .unwrap();
@@ -25,7 +29,33 @@ async fn start(health_delay: Duration) -> String {
             .server(listener)
             .unwrap(),
     );
-    url
+    (url, format!("{scope}/a"))
+}
+
+/// Waits until zone `tag`'s instances of `web` in Consul satisfy `ok`; answers them.
+async fn consul_until(tag: &str, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries = common::consul::health(common::consul::URL, "web", tag).await;
+        if ok(&entries) {
+            return entries;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Consul never showed {what}: {entries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An entry's own check (the simulator's TTL check), not its node's.
+fn task_check(entry: &Value) -> &Value {
+    entry["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ServiceID"] == entry["Service"]["ID"])
+        .unwrap_or_else(|| panic!("no service check: {entry:#}"))
 }
 
 fn app(instances: u32) -> App {
@@ -36,18 +66,9 @@ fn app(instances: u32) -> App {
     .unwrap()
 }
 
-async fn get(url: &str) -> (Value, Option<String>) {
-    let resp = reqwest::get(url).await.unwrap();
-    let index = resp
-        .headers()
-        .get("X-Consul-Index")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (resp.json().await.unwrap(), index)
-}
-
 #[actix_web::test]
 async fn marathon_mesos_and_consul_agree_and_health_follows_the_delay() {
-    let base = start(Duration::from_millis(300)).await;
+    let (base, tag) = start(Duration::from_millis(1500)).await;
     let marathon = MarathonClient::new(&format!("{base}/a/marathon"), reqwest::Client::new());
     assert!(marathon.app("/web").await.unwrap().is_none());
     let accepted = marathon.put_app(&app(3)).await.unwrap();
@@ -58,11 +79,14 @@ async fn marathon_mesos_and_consul_agree_and_health_follows_the_delay() {
         (got.instances, got.tasks.len(), got.tasks_healthy),
         (3, 3, Some(0))
     );
-    let (mesos, _) = get(&format!("{base}/a/mesos/master/state")).await;
+    let mesos: Value = reqwest::get(format!("{base}/a/mesos/master/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mesos_tasks = mesos["frameworks"][0]["tasks"].as_array().unwrap();
-    let (consul, index) = get(&format!("{base}/a/consul/v1/health/service/web")).await;
-    let consul = consul.as_array().unwrap();
-    assert!(index.is_some(), "Consul answers carry X-Consul-Index");
+    let consul = consul_until(&tag, "three registered instances", |e| e.len() == 3).await;
     for task in &got.tasks {
         assert!(mesos_tasks.iter().any(|t| t["id"] == task.id.as_str()
             && t["resources"]["ports"] == format!("[{}-{}]", task.ports[0], task.ports[0])));
@@ -71,27 +95,30 @@ async fn marathon_mesos_and_consul_agree_and_health_follows_the_delay() {
             .find(|e| e["Service"]["ID"] == task.id.as_str())
             .expect("in Consul");
         assert_eq!(entry["Service"]["Port"], task.ports[0]);
-        assert_eq!(entry["Node"]["Node"], task.host.as_str());
+        assert_eq!(entry["Service"]["Address"], task.host.as_str());
         assert_eq!(entry["Service"]["Meta"]["mot-deployment-id"], "d-1");
-        assert_eq!(
-            entry["Checks"][0]["Status"], "critical",
-            "not healthy before the delay"
-        );
+        assert!(entry["Service"]["Tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(tag)));
+        let check = task_check(entry);
+        assert_eq!(check["Type"], "ttl");
+        assert_eq!(check["Status"], "critical", "not healthy before the delay");
     }
-    let (services, _) = get(&format!("{base}/a/consul/v1/catalog/services")).await;
-    assert!(services["web"].is_array());
+    // Zone b's tag shows none of them.
+    let b = tag.replace("/a", "/b");
+    assert!(common::consul::health(common::consul::URL, "web", &b)
+        .await
+        .is_empty());
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    consul_until(&tag, "every instance passing after the delay", |e| {
+        e.len() == 3 && e.iter().all(|e| task_check(e)["Status"] == "passing")
+    })
+    .await;
     assert_eq!(
         marathon.app("/web").await.unwrap().unwrap().tasks_healthy,
         Some(3)
     );
-    let (consul, _) = get(&format!("{base}/a/consul/v1/health/service/web")).await;
-    assert!(consul
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|e| e["Checks"][0]["Status"] == "passing"));
 
     // Zones are separate: zone b has no app.
     let b = MarathonClient::new(&format!("{base}/b/marathon"), reqwest::Client::new());
@@ -100,21 +127,23 @@ async fn marathon_mesos_and_consul_agree_and_health_follows_the_delay() {
 
 #[actix_web::test]
 async fn failure_switches_take_a_scheduler_down_fail_health_and_kill_tasks() {
-    let base = start(Duration::ZERO).await;
+    let (base, tag) = start(Duration::ZERO).await;
     let http = reqwest::Client::new();
     let marathon = MarathonClient::new(&format!("{base}/a/marathon"), http.clone());
     marathon.put_app(&app(2)).await.unwrap();
+    consul_until(&tag, "two passing instances", |e| {
+        e.len() == 2 && e.iter().all(|e| task_check(e)["Status"] == "passing")
+    })
+    .await;
 
     http.post(format!("{base}/a/_sim/apps/web/health/failing"))
         .send()
         .await
         .unwrap();
-    let (consul, _) = get(&format!("{base}/a/consul/v1/health/service/web")).await;
-    assert!(consul
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|e| e["Checks"][0]["Status"] == "critical"));
+    consul_until(&tag, "both instances critical", |e| {
+        e.len() == 2 && e.iter().all(|e| task_check(e)["Status"] == "critical")
+    })
+    .await;
     http.post(format!("{base}/a/_sim/apps/web/health/passing"))
         .send()
         .await
@@ -131,6 +160,28 @@ async fn failure_switches_take_a_scheduler_down_fail_health_and_kill_tasks() {
     let after = marathon.app("/web").await.unwrap().unwrap();
     assert_eq!(after.tasks.len(), 2, "a killed task is replaced");
     assert!(after.tasks.iter().all(|t| t.id != victim));
+    let ids: std::collections::BTreeSet<String> =
+        after.tasks.iter().map(|t| t.id.clone()).collect();
+    consul_until(
+        &tag,
+        "the victim deregistered, its replacement registered",
+        |e| {
+            e.iter()
+                .map(|e| e["Service"]["ID"].as_str().unwrap().to_owned())
+                .collect::<std::collections::BTreeSet<_>>()
+                == ids
+        },
+    )
+    .await;
+
+    // A deleted app's instances leave Consul.
+    let deleted = http
+        .delete(format!("{base}/a/marathon/v2/apps/web"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    consul_until(&tag, "no instance left", |e| e.is_empty()).await;
 
     http.post(format!("{base}/a/_sim/scheduler/down"))
         .send()

@@ -32,6 +32,10 @@ async fn sigterm_mid_flow_then_restart_loses_no_accepted_request_and_repeats_non
             &format!("name = \"{region}\"\ncluster"),
         ),
         ("127.0.0.1:48080", &format!("127.0.0.1:{sim_port}")),
+        (
+            "mot-zone=production-us-west-2/",
+            &format!("mot-zone={region}/"),
+        ),
     ]);
     let config = Config::load(file.path()).unwrap();
     common::migrated(&config).await;

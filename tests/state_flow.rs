@@ -438,26 +438,19 @@ async fn traffic_turned_off_and_on_again_reaches_consul_and_shows_in_get() {
         "maintenance is not ill health: {off:#?}"
     );
     // Consul itself says so.
-    let entries: Value = flow
-        .http
-        .get(format!(
-            "{}/b/consul/v1/health/service/checkout-web",
-            flow.sim(&p)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(entries.as_array().unwrap().iter().all(|e| e["Checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["CheckID"]
+    let entries = common::consul::health(
+        common::consul::URL,
+        "checkout-web",
+        &format!("mot-zone={p}/b"),
+    )
+    .await;
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(
+        |e| e["Checks"].as_array().unwrap().iter().any(|c| c["CheckID"]
             .as_str()
             .unwrap()
-            .starts_with("_service_maintenance:"))));
+            .starts_with("_service_maintenance:"))
+    ));
 
     let on = traffic(json!({"enabled": true})).await.unwrap();
     assert_eq!(on.status().as_u16(), 202);
@@ -503,17 +496,23 @@ async fn a_quiet_zone_is_watched_not_reread() {
     let id = flow.post(json!([{"region": p, "zones": ["c"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
     instances_until(&flow, &id, "healthy", |i| i["health"] == "passing").await;
-    let before = flow.stats(&p, "c").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let after = flow.stats(&p, "c").await;
+    // Settled: the zone's state as mot last read it is what it publishes now.
+    let consul = flow
+        .registry
+        .get("ConsulStateAgent", &RegionName::parse(&p).unwrap());
+    let settled = consul.snapshot();
+    // Two more watches answered (each held up to 5 s, or cut short by another test's change in
+    // the Consul every test shares): the zone was watched all along, and never read again.
+    common::eventually(60, "two more watches", || {
+        consul.snapshot().records_in >= settled.records_in + 2
+    })
+    .await;
+    let after = consul.snapshot();
     assert_eq!(
-        before["consul_index"], after["consul_index"],
-        "nothing changed in the zone"
+        after.zone_reads, settled.zone_reads,
+        "with nothing changed in its zones, no service was read again (a held watch, not a poll per second)"
     );
-    assert_eq!(
-        before["consul_reads"], after["consul_reads"],
-        "with nothing changed, the service was not read again (a held watch, not a poll per second)"
-    );
+    assert_eq!(after.published, settled.published, "nothing to publish");
 }
 
 #[actix_web::test]
@@ -575,13 +574,7 @@ async fn traffic_asked_while_consul_is_down_is_applied_once_it_is_back() {
     flow.deployment_until(&id, "healthy", all_healthy).await;
     instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
 
-    let sim = flow.sim(&p).to_owned();
-    let switch = |state: &'static str| {
-        flow.http
-            .post(format!("{sim}/b/_sim/consul/{state}"))
-            .send()
-    };
-    assert_eq!(switch("down").await.unwrap().status().as_u16(), 204);
+    flow.consul(&p, "b").down();
     let off = flow
         .http
         .post(format!("{}/deployments/{id}/traffic", flow.url))
@@ -597,7 +590,7 @@ async fn traffic_asked_while_consul_is_down_is_applied_once_it_is_back() {
     })
     .await;
     assert_eq!(traffic.snapshot().dead_lettered, 0, "nothing dead-lettered");
-    assert_eq!(switch("up").await.unwrap().status().as_u16(), 204);
+    flow.consul(&p, "b").up();
 
     instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -846,14 +839,6 @@ async fn traffic_consul_refuses_for_good_is_a_timeline_event_with_its_answer_and
     let id = flow.post(json!([{"region": p, "zones": ["c"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
     instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
-    let consul = |state: &'static str| {
-        let url = format!("{}/c/_sim/consul/{state}", flow.sim(&p));
-        let http = flow.http.clone();
-        async move {
-            let resp = http.post(url).send().await.unwrap();
-            assert_eq!(resp.status().as_u16(), 204);
-        }
-    };
     let traffic = |enabled: bool| {
         let url = format!("{}/deployments/{id}/traffic", flow.url);
         let http = flow.http.clone();
@@ -868,7 +853,10 @@ async fn traffic_consul_refuses_for_good_is_a_timeline_event_with_its_answer_and
         }
     };
 
-    consul("deny-writes").await;
+    // mot's token may read, no longer write.
+    flow.consul_token
+        .set_rules(common::consul::READ_RULES)
+        .await;
     traffic(false).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let refused = loop {
@@ -898,7 +886,7 @@ async fn traffic_consul_refuses_for_good_is_a_timeline_event_with_its_answer_and
     );
 
     // The refused event is done: the next one, with writes allowed again, is applied.
-    consul("allow-writes").await;
+    flow.consul_token.set_rules(common::consul::MOT_RULES).await;
     traffic(false).await;
     let off = instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
     assert_eq!(off.len(), 2, "{off:#?}");

@@ -1,27 +1,29 @@
 //! ConsulStateAgent (regional poller): watches each zone's Consul with a blocking query
 //! (`/v1/health/state/any?index=N&wait=5s`, held by Consul until a check or registration changes
-//! or the wait ends), and only when the index moved reads the zone (`/v1/catalog/services`, then
-//! `/v1/health/service/<name>` for each service). It publishes a ConsulAppState per service and
+//! or the wait ends), and only when the zone's checks changed reads the zone
+//! (`/v1/catalog/services`, then `/v1/health/service/<name>` for each service; each a
+//! [`zone_reads`](super::counters::Counters::zone_reads)). It publishes a ConsulAppState per service and
 //! zone to `mot-consul-app-state` when it changed; a service that disappeared from a zone is
 //! published as deleted with its last state. A zone whose Consul does not answer is left as it
 //! was (no false deletions) and polled again next time. Zones are watched concurrently, so a
 //! change anywhere is seen at once rather than on the next tick, and a quiet region costs one
 //! held request per zone per wait instead of a full read per second.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 
 use crate::config::ZoneConfig;
-use crate::models::consul::{ConsulAppState, ConsulServiceEntry};
-use crate::platform::calls;
+use crate::models::consul::ConsulAppState;
+use crate::platform::consul::{Consul, Watched};
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName, ZoneName};
 
 use super::cache::LastRecordCache;
+use super::counters::Counters;
 use super::pipeline::{AgentContext, Outgoing, PipelineError};
-use super::poller::{checked, get_json, poll_zones, PollError, Poller, ZoneOutput};
+use super::poller::{poll_zones, PollError, Poller, ZoneOutput};
 
 /// Pause between polls: short, since Consul holds each watch until something changes.
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -34,8 +36,9 @@ pub struct ConsulStateAgent {
     zones: Vec<ZoneConfig>,
     cache: LastRecordCache,
     output: TopicName,
-    /// Each zone's Consul index as of its last full read.
-    indexes: DashMap<ZoneName, u64>,
+    /// Each zone's last watch: Consul's index and the zone's checks.
+    watched: DashMap<ZoneName, Watched>,
+    counters: Arc<Counters>,
 }
 
 /// The group a zone's services form in the cache: `<region>/<zone>`.
@@ -44,62 +47,46 @@ fn zone_group(region: &RegionName, state: &ConsulAppState) -> String {
 }
 
 impl ConsulStateAgent {
-    /// Every service of one zone, as Consul reports it now; `None` when the zone's index did not
-    /// move since the last read (nothing changed).
+    /// Every service of one zone, as Consul reports it now; `None` when the zone's checks did
+    /// not change since the last read (nothing to publish).
     async fn zone_state(
         &self,
         http: &reqwest::Client,
         zone: &ZoneConfig,
     ) -> Result<Option<Vec<ConsulAppState>>, PollError> {
-        let base = zone.consul.trim_end_matches('/');
-        let last = self.indexes.get(&zone.name).map(|i| *i);
-        let watch = match last {
-            Some(index) => format!("{base}/v1/health/state/any?index={index}&wait={WAIT}"),
-            None => format!("{base}/v1/health/state/any"),
-        };
-        let watched = calls::timed("consul", "watch /v1/health/state/any", async {
-            checked(http.get(watch).send().await?).await
-        })
-        .await?;
-        // An index that went backwards means Consul's state was reset: read everything again.
-        let index = watched
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if index.is_some() && index == last {
-            return Ok(None);
+        let consul = Consul::of(zone);
+        let last = self.watched.get(&zone.name).map(|w| w.clone());
+        let watched = consul
+            .watch_checks(http, last.as_ref().and_then(|w| w.index), WAIT)
+            .await?;
+        if let Some(last) = &last {
+            // Consul's index is the datacenter's: it moves with any change anywhere, and
+            // a blocking query may return when it did not move at all. The zone changed only if
+            // its checks did. An index that went backwards means Consul's state was reset (a
+            // restored snapshot, a new cluster): read everything again.
+            let reset =
+                matches!((watched.index, last.index), (Some(now), Some(then)) if now < then);
+            if !reset && watched.checks == last.checks {
+                self.watched.insert(zone.name.clone(), watched);
+                return Ok(None);
+            }
         }
-        let services: BTreeMap<String, Vec<String>> = get_json(
-            http,
-            "consul",
-            "GET /v1/catalog/services",
-            format!("{base}/v1/catalog/services"),
-        )
-        .await?;
+        Counters::add(&self.counters.zone_reads, 1);
+        let services = consul.services(http).await?;
         let mut states = Vec::new();
         for service in services.keys().filter(|s| s.as_str() != "consul") {
-            let entries: Vec<ConsulServiceEntry> = get_json(
-                http,
-                "consul",
-                "GET /v1/health/service/{service}",
-                format!("{base}/v1/health/service/{service}"),
-            )
-            .await?;
             states.push(ConsulAppState {
                 service: service.clone(),
                 zone: zone.name.clone(),
-                entries,
+                entries: consul.health(http, service).await?,
             });
         }
-        match index {
-            Some(index) => {
-                self.indexes.insert(zone.name.clone(), index);
-            }
-            None => {
-                self.indexes.remove(&zone.name);
-            }
-        }
+        // Consul's index is never 0 for a caller to block on (its rule: reset to 1).
+        let watched = Watched {
+            index: watched.index.map(|i| i.max(1)),
+            ..watched
+        };
+        self.watched.insert(zone.name.clone(), watched);
         Ok(Some(states))
     }
 }
@@ -121,7 +108,8 @@ impl Poller for ConsulStateAgent {
             zones: ctx.region.zones.clone(),
             cache,
             output,
-            indexes: DashMap::new(),
+            watched: DashMap::new(),
+            counters: ctx.counters.clone(),
         })
     }
 

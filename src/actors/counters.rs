@@ -24,6 +24,8 @@ pub struct Counters {
     pub dead_lettered: AtomicU64,
     /// Polls of a platform API that got no answer (pollers only).
     pub poll_errors: AtomicU64,
+    /// Full reads of a zone, by a poller that watches before it reads (Consul's).
+    pub zone_reads: AtomicU64,
     /// Times the agent was restarted by its supervisor.
     pub restarts: AtomicU64,
     /// The backoff before the latest restart, in milliseconds.
@@ -45,6 +47,7 @@ pub struct CountersSnapshot {
     pub skipped: u64,
     pub dead_lettered: u64,
     pub poll_errors: u64,
+    pub zone_reads: u64,
     pub restarts: u64,
     pub last_backoff_ms: u64,
     pub drifts_detected: u64,
@@ -68,6 +71,7 @@ impl Counters {
             skipped: get(&self.skipped),
             dead_lettered: get(&self.dead_lettered),
             poll_errors: get(&self.poll_errors),
+            zone_reads: get(&self.zone_reads),
             restarts: get(&self.restarts),
             last_backoff_ms: get(&self.last_backoff_ms),
             drifts_detected: get(&self.drifts_detected),

@@ -10,8 +10,8 @@
 //! - Consul (`mot-consul-app-state`): each instance's health checks as the catalog sees them.
 //!
 //! A zone is `healthy` only when every desired instance is one of this deployment's tasks that
-//! Marathon sees passing its checks, Mesos reports running, and Consul (when the app is
-//! registered there) reports passing; otherwise the state's `reason` names the source that
+//! Marathon sees passing its checks, Mesos reports running, and Consul lists passing (Consul
+//! lags the scheduler: a task not listed there yet is not serving yet); otherwise the state's `reason` names the source that
 //! disagrees and what it says. When a later deployment replaces the app in a zone (or the app is
 //! removed), the earlier deployment's zone state is published deleted, with its last state: the
 //! persistence layer shows it superseded.
@@ -200,7 +200,8 @@ fn mesos_says(task: &MesosTaskState) -> String {
 }
 
 /// Groups one deployment's state in one zone from Marathon's app, Mesos's tasks of this
-/// deployment (by task id) and Consul's service (when the app is registered there).
+/// deployment (by task id) and Consul's service: a task is healthy only when all three agree,
+/// so a task Consul has not listed yet is not.
 pub fn group_sources(
     app: &App,
     mesos: &BTreeMap<&str, &MesosTaskState>,
@@ -254,7 +255,15 @@ pub fn group_sources(
             }
         };
         let consul_passing = match consul {
-            None => true,
+            // Consul lags the scheduler: a task it has not listed yet is not serving yet.
+            None => {
+                consul_said.push(format!(
+                    "consul: task {} is not registered (no {} in the zone's Consul)",
+                    task.id,
+                    app.id.trim_start_matches('/')
+                ));
+                false
+            }
             Some(service) => match consul_entry(service, task) {
                 None => {
                     consul_said.push(format!(
@@ -607,11 +616,39 @@ mod tests {
         )
     }
 
-    /// Mesos reports every task of `s` running, as the agents see it.
+    /// Mesos reports every task of `s` running, as the agents see it, and Consul lists each
+    /// passing.
     fn on_agents(agent: &DeploymentStateAgent, s: &MarathonAppState, state: &str) {
         for t in &s.app.tasks {
             mesos(agent, s, &t.id, state, None);
         }
+        consul_passing(agent, s);
+    }
+
+    fn consul_passing(agent: &DeploymentStateAgent, s: &MarathonAppState) {
+        let entries: Vec<serde_json::Value> = s
+            .app
+            .tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "Node": {"Node": "n", "Address": t.host},
+                    "Service": {"ID": t.id, "Service": "checkout-web", "Port": t.ports[0]},
+                    "Checks": [{"CheckID": format!("service:{}", t.id), "Name": "http", "Status": "passing"}]
+                })
+            })
+            .collect();
+        let consul: ConsulAppState = serde_json::from_value(serde_json::json!({
+            "service": "checkout-web", "zone": s.zone, "entries": entries,
+        }))
+        .unwrap();
+        agent.consul.apply(Envelope::new(
+            Kind::Snapshot,
+            consul.key(),
+            agent.region.clone(),
+            1,
+            consul,
+        ));
     }
 
     fn mesos(
@@ -774,11 +811,27 @@ mod tests {
     fn a_task_mesos_has_not_reported_yet_keeps_the_zone_deploying() {
         let a = agent();
         let s = app(D1, 1, &[true]);
+        consul_passing(&a, &s);
         let state = state_after(&a, &s);
         assert_eq!((state.healthy, state.status), (0, ZoneStatus::Deploying));
         assert_eq!(
             state.reason.as_deref(),
             Some("mesos: task t0 not reported by the master")
+        );
+    }
+
+    #[test]
+    fn a_task_consul_has_not_listed_yet_keeps_the_zone_deploying() {
+        let a = agent();
+        let s = app(D1, 1, &[true]);
+        for t in &s.app.tasks {
+            mesos(&a, &s, &t.id, "TASK_RUNNING", None);
+        }
+        let state = state_after(&a, &s);
+        assert_eq!((state.healthy, state.status), (0, ZoneStatus::Deploying));
+        assert_eq!(
+            state.reason.as_deref(),
+            Some("consul: task t0 is not registered (no checkout-web in the zone's Consul)")
         );
     }
 

@@ -1,6 +1,7 @@
 //! TrafficAgent (regional): takes its region's traffic events (`mot-traffic-events-<region>`,
 //! read where the topology plans, like launch events) and sets the maintenance state of the
-//! deployment's instances in every zone's Consul: maintenance off is traffic on. The pollers then
+//! deployment's instances in every zone's Consul, each through the Consul agent the instance is
+//! registered on ([`Consul::set_maintenance`]): maintenance off is traffic on. The pollers then
 //! see the change and it flows back to the projections like any other instance change; what each
 //! zone did is also reported (`TrafficApplied` on `mot-deployment-complete-events`), so the
 //! deployment's timeline shows it.
@@ -17,9 +18,10 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::config::ZoneConfig;
-use crate::models::consul::ConsulServiceEntry;
 use crate::models::deployment::{TrafficApplied, TrafficRequested, TrafficZoneOutcome};
 use crate::models::envelope::{Envelope, Kind};
+use crate::platform::consul::{Consul, MaintenanceError};
+use crate::platform::http::PollError;
 use crate::topics::catalog;
 use crate::topics::names::{RegionName, TopicName};
 
@@ -52,10 +54,29 @@ fn transient(status: reqwest::StatusCode) -> bool {
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
-impl From<reqwest::Error> for SwitchError {
-    fn from(e: reqwest::Error) -> Self {
+impl From<PollError> for SwitchError {
+    fn from(e: PollError) -> Self {
+        let transient = match &e {
+            PollError::Status { status, .. } => reqwest::StatusCode::from_u16(*status)
+                .map(transient)
+                .unwrap_or(true),
+            PollError::Unreachable(_) | PollError::BadAnswer(_) => true,
+            PollError::Withheld(_) => false,
+        };
         Self {
-            transient: e.status().is_none_or(transient),
+            transient,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<MaintenanceError> for SwitchError {
+    fn from(e: MaintenanceError) -> Self {
+        Self {
+            transient: match &e {
+                MaintenanceError::Address(_) => false,
+                MaintenanceError::Http(e) => e.status().is_none_or(transient),
+            },
             message: e.to_string(),
         }
     }
@@ -74,38 +95,24 @@ impl SwitchError {
 }
 
 impl TrafficAgent {
-    /// Switches the deployment's instances in one zone; answers how many were switched.
+    /// Switches the deployment's instances in one zone, each through the Consul agent it is
+    /// registered on; answers how many were switched.
     async fn switch_zone(
         &self,
         zone: &ZoneConfig,
         request: &TrafficRequested,
     ) -> Result<u64, SwitchError> {
-        let base = zone.consul.trim_end_matches('/');
-        let entries: Vec<ConsulServiceEntry> = self
-            .http
-            .get(format!("{base}/v1/health/service/{}", request.app))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())?
-            .json()
-            .await?;
+        let consul = Consul::of(zone);
+        let entries = consul.health(&self.http, request.app.as_str()).await?;
         let id = request.deployment_id.to_string();
+        let reason = format!("mot: traffic off for deployment {id}");
         let mut switched = 0;
         for entry in entries
             .iter()
             .filter(|e| e.service.meta.get(META_DEPLOYMENT_ID) == Some(&id))
         {
-            let answer = self
-                .http
-                .put(format!(
-                    "{base}/v1/agent/service/maintenance/{}",
-                    entry.service.id
-                ))
-                .query(&[
-                    ("enable", (!request.enabled).to_string()),
-                    ("reason", format!("mot: traffic off for deployment {id}")),
-                ])
-                .send()
+            let answer = consul
+                .set_maintenance(&self.http, entry, !request.enabled, &reason)
                 .await?;
             // An instance gone between the listing and the switch has no traffic to switch.
             if answer.status() == reqwest::StatusCode::NOT_FOUND {

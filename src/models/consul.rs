@@ -34,8 +34,17 @@ impl ConsulAppState {
 pub struct ConsulServiceEntry {
     pub node: ConsulNode,
     pub service: ConsulService,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub checks: Vec<ConsulCheck>,
+}
+
+/// Consul writes `null` for an empty list or map (`"Meta": null`).
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The node an instance runs on.
@@ -55,13 +64,13 @@ pub struct ConsulService {
     #[serde(rename = "ID")]
     pub id: String,
     pub service: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub tags: Vec<String>,
     /// Empty when the instance uses its node's address.
     #[serde(default)]
     pub address: String,
     pub port: u16,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub meta: BTreeMap<String, String>,
 }
 

@@ -1,14 +1,18 @@
-//! `mot platform-sim`: a dev tool that plays one region's platform, per zone, over the same HTTP
-//! APIs mot uses against the real products: Marathon (`/v2/apps`), the Mesos master state and
-//! Consul's catalog and health. The three agree: an app put to a zone's Marathon gets tasks on
-//! hosts with ports, those tasks appear in the Mesos state and as Consul service instances, and
-//! become healthy after a configurable delay. A changed app is replaced as Marathon replaces it:
-//! the older version's tasks keep running until every new task passes its checks.
+//! `mot platform-sim`: a dev tool that plays what cannot run here of one region's platform, per
+//! zone, over the same HTTP APIs mot uses against the real products: Marathon (`/v2/apps`) and the
+//! Mesos master state. Its tasks are registered as service instances in the zone's real Consul
+//! (v1.16, run by `dev/infra`), as a scheduler's integration would: an app put to a zone's Marathon
+//! gets tasks on hosts with ports, those tasks appear in the Mesos state and in Consul, and become
+//! healthy after a configurable delay. Each instance carries a TTL check that the simulator passes
+//! or fails as the task's health goes (and refreshes while it lives); a killed task is
+//! deregistered; a task whose simulator died goes critical when its TTL runs out and Consul
+//! deregisters it a minute later. A changed app is replaced as Marathon replaces it: the older
+//! version's tasks keep running until every new task passes its checks.
 //!
-//! Zone `z` is served under `/z/marathon`, `/z/mesos` and `/z/consul`, as the topology's zone
-//! URLs say. `/z/_sim/...` lets a test take a zone's scheduler or Consul down, kill a task, lose
-//! one (its agent disconnects: Mesos reports it lost before Marathon and Consul notice), fail an
-//! app's health checks, or fail only the tasks started from now on (a broken new version). This is the one simulator mot ships: those platforms cannot run here.
+//! Zone `z` is served under `/z/marathon` and `/z/mesos`, as the topology's zone URLs say.
+//! `/z/_sim/...` lets a test take a zone's scheduler down, kill a task, lose one (its agent
+//! disconnects: Mesos reports it lost before Marathon and Consul notice), fail an app's health
+//! checks, or fail only the tasks started from now on (a broken new version).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -20,7 +24,7 @@ use actix_web::{web, App as WebApp, HttpResponse, HttpServer};
 use serde_json::json;
 
 use super::marathon::{App, HealthCheckResult, Task, LABEL_DEPLOYMENT_ID};
-use crate::config::RegionConfig;
+use crate::config::{RegionConfig, ZoneConfig};
 
 /// How the simulated platform behaves.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +36,6 @@ pub struct SimOptions {
 #[derive(Debug, Default)]
 struct ZoneState {
     scheduler_down: bool,
-    consul_down: bool,
-    /// Consul's ACLs deny mot's token `service:write`: maintenance changes are refused (403).
-    consul_denies_writes: bool,
     apps: BTreeMap<String, SimApp>,
     /// PUTs that changed an app (a repeated identical PUT changes nothing).
     changes: u64,
@@ -48,12 +49,6 @@ struct ZoneState {
     failing_health: BTreeSet<String>,
     /// Apps whose tasks started from now on fail their checks (a broken new version).
     failing_new_tasks: BTreeSet<String>,
-    /// Consul's index: bumps on every change, including a task's checks starting to pass.
-    index: u64,
-    /// Reads of `/v1/health/service/<s>` (what a poller pays per zone and service).
-    consul_reads: u64,
-    /// Tasks whose health delay has passed (each counted once in the index).
-    seen_healthy: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,8 +65,6 @@ struct SimTask {
     started: Instant,
     /// The app version it was started for.
     version: String,
-    /// Consul maintenance mode (traffic off), with its reason.
-    maintenance: Option<String>,
     /// Started while its app's new tasks fail: never passes its checks.
     broken: bool,
     /// Its agent disconnected: Mesos reports it lost while Marathon and Consul still show it.
@@ -85,6 +78,8 @@ pub struct Platform {
     zones: Arc<Mutex<BTreeMap<String, ZoneState>>>,
     options: SimOptions,
     next_port: Arc<Mutex<u16>>,
+    /// Each zone's configuration: where its Consul is, its tag and token.
+    consul: Arc<BTreeMap<String, ZoneConfig>>,
 }
 
 impl Platform {
@@ -100,7 +95,58 @@ impl Platform {
             zones: Arc::new(Mutex::new(zones)),
             options,
             next_port: Arc::new(Mutex::new(31000)),
+            consul: Arc::new(
+                region
+                    .zones
+                    .iter()
+                    .map(|z| (z.name.to_string(), z.clone()))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Registers in Consul with `token` rather than each zone's configured one (a scheduler's
+    /// integration has credentials of its own).
+    pub fn with_consul_token(mut self, token: &str) -> Self {
+        let mut zones = (*self.consul).clone();
+        for zone in zones.values_mut() {
+            zone.consul_token = Some(token.to_owned());
+        }
+        self.consul = Arc::new(zones);
+        self
+    }
+
+    /// Every task of every zone as it should stand in Consul now.
+    fn instances(&self) -> BTreeMap<String, Instance> {
+        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = BTreeMap::new();
+        for (zone, z) in zones.iter_mut() {
+            self.count_health_transitions(z);
+            let scope = self.consul.get(zone).and_then(|c| c.consul_tag.clone());
+            for (id, app) in &z.apps {
+                let mut tags = service_tags(&app.definition);
+                tags.extend(scope.clone());
+                let mut meta = BTreeMap::new();
+                if let Some(d) = app.definition.labels.get(LABEL_DEPLOYMENT_ID) {
+                    meta.insert(LABEL_DEPLOYMENT_ID.to_owned(), d.clone());
+                }
+                for t in &app.tasks {
+                    all.insert(
+                        t.id.clone(),
+                        Instance {
+                            zone: zone.clone(),
+                            service: id.trim_start_matches('/').to_owned(),
+                            tags: tags.clone(),
+                            address: t.host.clone(),
+                            port: t.port,
+                            meta: meta.clone(),
+                            passing: self.healthy(z, id, t),
+                        },
+                    );
+                }
+            }
+        }
+        all
     }
 
     fn with_zone<T>(&self, zone: &str, f: impl FnOnce(&mut ZoneState) -> T) -> Option<T> {
@@ -111,23 +157,8 @@ impl Platform {
         })
     }
 
-    /// Bumps the zone's index once for each task whose health delay has passed since last
-    /// looked, so Consul blocking queries wake up when checks start passing, as they do on a
-    /// real Consul.
+    /// Ends the replacements whose new tasks all pass, as time passes.
     fn count_health_transitions(&self, z: &mut ZoneState) {
-        let newly: Vec<String> = z
-            .apps
-            .values()
-            .flat_map(|a| &a.tasks)
-            .filter(|t| {
-                t.started.elapsed() >= self.options.health_delay && !z.seen_healthy.contains(&t.id)
-            })
-            .map(|t| t.id.clone())
-            .collect();
-        for id in newly {
-            z.seen_healthy.insert(id);
-            z.index += 1;
-        }
         // A replacement ends, as Marathon ends it, once every task of the new version passes:
         // only then are the older version's tasks killed.
         let mut finished = Vec::new();
@@ -146,7 +177,6 @@ impl Platform {
             if let Some(app) = z.apps.get_mut(&id) {
                 let current = app.definition.version.clone().unwrap_or_default();
                 app.tasks.retain(|t| t.version == current);
-                z.index += 1;
             }
         }
     }
@@ -209,7 +239,6 @@ impl Platform {
                 }
             }
             z.changes += 1;
-            z.index += 1;
             if let Some(deployment) = app.labels.get(super::marathon::LABEL_DEPLOYMENT_ID) {
                 *z.puts_by_deployment.entry(deployment.clone()).or_default() += 1;
             }
@@ -235,7 +264,6 @@ impl Platform {
                         port: *port,
                         started: Instant::now(),
                         version: version.clone(),
-                        maintenance: None,
                         broken,
                         lost: false,
                     }
@@ -263,8 +291,10 @@ impl Platform {
         })
     }
 
-    /// The API server on `listener`.
+    /// The API server on `listener`, and the task that keeps the zones' Consul in step with the
+    /// tasks (it ends once the server and every other copy of this platform are gone).
     pub fn server(self, listener: TcpListener) -> std::io::Result<Server> {
+        actix_web::rt::spawn(keep_consul(self.clone()));
         let data = web::Data::new(self);
         Ok(HttpServer::new(move || {
             WebApp::new()
@@ -279,22 +309,6 @@ impl Platform {
                 )
                 .route("/{zone}/mesos/master/state", web::get().to(mesos_state))
                 .route(
-                    "/{zone}/consul/v1/catalog/services",
-                    web::get().to(consul_services),
-                )
-                .route(
-                    "/{zone}/consul/v1/health/service/{service}",
-                    web::get().to(consul_health),
-                )
-                .route(
-                    "/{zone}/consul/v1/health/state/any",
-                    web::get().to(consul_checks),
-                )
-                .route(
-                    "/{zone}/consul/v1/agent/service/maintenance/{id}",
-                    web::put().to(consul_maintenance),
-                )
-                .route(
                     "/{zone}/_sim/scheduler/{state}",
                     web::post().to(set_scheduler),
                 )
@@ -304,7 +318,6 @@ impl Platform {
                 )
                 .route("/{zone}/_sim/tasks/{task}/kill", web::post().to(kill_task))
                 .route("/{zone}/_sim/tasks/{task}/lose", web::post().to(lose_task))
-                .route("/{zone}/_sim/consul/{state}", web::post().to(set_consul))
                 .route("/{zone}/_sim/stats", web::get().to(stats))
         })
         .workers(1)
@@ -318,6 +331,156 @@ impl Platform {
 }
 
 type P = web::Data<Platform>;
+
+/// A task as the simulator registers it in its zone's Consul.
+#[derive(Debug, Clone, PartialEq)]
+struct Instance {
+    zone: String,
+    service: String,
+    tags: Vec<String>,
+    address: String,
+    port: u16,
+    meta: BTreeMap<String, String>,
+    passing: bool,
+}
+
+/// How often the simulator looks for changes to bring to Consul.
+const CONSUL_TICK: Duration = Duration::from_millis(50);
+/// The TTL of an instance's check: a simulator that died leaves its instances critical after it,
+/// and Consul deregisters them a minute later.
+const CHECK_TTL: &str = "30s";
+/// How often a living instance's check is passed (or failed) again, well within its TTL.
+const CHECK_REFRESH: Duration = Duration::from_secs(10);
+
+/// A zone's Consul agent API, with the zone's token.
+fn consul_call(http: &reqwest::Client, zone: &ZoneConfig, path: &str) -> reqwest::RequestBuilder {
+    let request = http.put(format!("{}{path}", zone.consul.trim_end_matches('/')));
+    match &zone.consul_token {
+        Some(token) => request.header("X-Consul-Token", token),
+        None => request,
+    }
+}
+
+/// The check's status and output for a task's health.
+fn check_status(passing: bool) -> (&'static str, &'static str) {
+    if passing {
+        ("passing", "HTTP GET: 200 OK")
+    } else {
+        ("critical", "HTTP GET: connection refused")
+    }
+}
+
+/// Consul's answer as a result: `Ok(true)` on success, `Ok(false)` on 404, `Err` otherwise.
+async fn answered(call: reqwest::RequestBuilder) -> Result<bool, String> {
+    let answer = call.send().await.map_err(|e| e.to_string())?;
+    match answer.status() {
+        s if s.is_success() => Ok(true),
+        reqwest::StatusCode::NOT_FOUND => Ok(false),
+        s => Err(format!(
+            "consul answered {s}: {}",
+            answer.text().await.unwrap_or_default()
+        )),
+    }
+}
+
+/// Keeps the zones' Consul agents in step with the tasks: registers a new task (with its TTL
+/// check), passes or fails each check as its task's health goes and refreshes it within its TTL,
+/// deregisters tasks that are gone. A Consul that does not answer is tried again next round;
+/// nothing is taken as registered until Consul said so. Ends when the platform is dropped.
+async fn keep_consul(platform: Platform) {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "platform-sim: no HTTP client for Consul");
+            return;
+        }
+    };
+    let mut registered: BTreeMap<String, (Instance, Instant)> = BTreeMap::new();
+    let mut last_error = String::new();
+    loop {
+        // The last copy: the server and whoever else held the platform are gone.
+        if Arc::strong_count(&platform.zones) == 1 {
+            return;
+        }
+        let wanted = platform.instances();
+        let mut errors = Vec::new();
+        for (id, instance) in &wanted {
+            let Some(zone) = platform.consul.get(&instance.zone) else {
+                continue;
+            };
+            let (status, output) = check_status(instance.passing);
+            let due = match registered.get(id) {
+                None => {
+                    let registration = json!({
+                        "ID": id, "Name": instance.service, "Tags": instance.tags,
+                        "Address": instance.address, "Port": instance.port, "Meta": instance.meta,
+                        "Check": {
+                            "CheckID": format!("service:{id}"), "Name": "marathon health",
+                            "TTL": CHECK_TTL, "Status": status,
+                            "DeregisterCriticalServiceAfter": "1m",
+                        },
+                    });
+                    match answered(
+                        consul_call(&http, zone, "/v1/agent/service/register").json(&registration),
+                    )
+                    .await
+                    {
+                        Ok(true) => true,
+                        Ok(false) => false,
+                        Err(e) => {
+                            errors.push(e);
+                            false
+                        }
+                    }
+                }
+                Some((last, refreshed)) => {
+                    last.passing != instance.passing || refreshed.elapsed() >= CHECK_REFRESH
+                }
+            };
+            if !due {
+                continue;
+            }
+            let update = consul_call(&http, zone, &format!("/v1/agent/check/update/service:{id}"))
+                .json(&json!({"Status": status, "Output": output}));
+            match answered(update).await {
+                Ok(true) => {
+                    registered.insert(id.clone(), (instance.clone(), Instant::now()));
+                }
+                // The agent lost it (its state was wiped): registered again next round.
+                Ok(false) => {
+                    registered.remove(id);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let gone: Vec<(String, String)> = registered
+            .iter()
+            .filter(|(id, _)| !wanted.contains_key(*id))
+            .map(|(id, (instance, _))| (id.clone(), instance.zone.clone()))
+            .collect();
+        for (id, zone) in gone {
+            let Some(config) = platform.consul.get(&zone) else {
+                continue;
+            };
+            let call = consul_call(&http, config, &format!("/v1/agent/service/deregister/{id}"));
+            match answered(call).await {
+                Ok(_) => {
+                    registered.remove(&id);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let error = errors.into_iter().next().unwrap_or_default();
+        if !error.is_empty() && error != last_error {
+            tracing::warn!(region = %platform.region, %error, "platform-sim: consul did not take a registration; retrying");
+        }
+        last_error = error;
+        tokio::time::sleep(CONSUL_TICK).await;
+    }
+}
 
 fn no_zone(zone: &str) -> HttpResponse {
     HttpResponse::NotFound().json(json!({"message": format!("no zone {zone}")}))
@@ -368,7 +531,6 @@ async fn delete_app(p: P, path: web::Path<(String, String)>) -> HttpResponse {
         match z.apps.remove(&id) {
             Some(_) => {
                 z.changes += 1;
-                z.index += 1;
                 z.deletes += 1;
                 HttpResponse::Ok().json(
                     json!({"version": "deleted", "deploymentId": uuid::Uuid::new_v4().to_string()}),
@@ -422,74 +584,6 @@ fn mesos_statuses(t: &SimTask) -> Vec<serde_json::Value> {
     statuses
 }
 
-/// Consul's blocking query parameters: `?index=N&wait=5s`.
-#[derive(serde::Deserialize)]
-struct Blocking {
-    index: Option<u64>,
-    wait: Option<String>,
-}
-
-/// Holds a blocking query until the zone's index passes `index` or `wait` elapses (at most
-/// 10 s here; Consul's default is 5 min).
-async fn block(p: &Platform, zone: &str, q: &Blocking) {
-    let Some(index) = q.index else { return };
-    let wait = q
-        .wait
-        .as_deref()
-        .and_then(parse_wait)
-        .unwrap_or(Duration::from_secs(10))
-        .min(Duration::from_secs(10));
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        match p.with_zone(zone, |z| (z.index, z.consul_down)) {
-            Some((current, false)) if current <= index => {}
-            _ => return,
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// `500ms`, `5s`, `1m`.
-fn parse_wait(s: &str) -> Option<Duration> {
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    if let Some(secs) = s.strip_suffix('s') {
-        return secs.parse().ok().map(Duration::from_secs);
-    }
-    if let Some(mins) = s.strip_suffix('m') {
-        return mins
-            .parse::<u64>()
-            .ok()
-            .map(|m| Duration::from_secs(m * 60));
-    }
-    s.parse().ok().map(Duration::from_secs)
-}
-
-async fn consul_services(p: P, path: web::Path<String>, q: web::Query<Blocking>) -> HttpResponse {
-    let zone = path.into_inner();
-    block(&p, &zone, &q).await;
-    p.with_zone(&zone, |z| {
-        if z.consul_down {
-            return consul_unavailable();
-        }
-        let services: BTreeMap<String, Vec<String>> = z
-            .apps
-            .values()
-            .map(|a| {
-                (
-                    a.definition.id.trim_start_matches('/').to_owned(),
-                    service_tags(&a.definition),
-                )
-            })
-            .collect();
-        HttpResponse::Ok()
-            .insert_header(("X-Consul-Index", z.index.to_string()))
-            .json(services)
-    })
-    .unwrap_or_else(|| no_zone(&zone))
-}
-
 fn service_tags(app: &App) -> Vec<String> {
     let mut tags = vec![format!(
         "version={}",
@@ -502,45 +596,6 @@ fn service_tags(app: &App) -> Vec<String> {
     tags
 }
 
-async fn consul_health(
-    p: P,
-    path: web::Path<(String, String)>,
-    q: web::Query<Blocking>,
-) -> HttpResponse {
-    let (zone, service) = path.into_inner();
-    block(&p, &zone, &q).await;
-    p.with_zone(&zone, |z| {
-        if z.consul_down {
-            return consul_unavailable();
-        }
-        z.consul_reads += 1;
-        let id = format!("/{service}");
-        let entries: Vec<_> = z
-            .apps
-            .get(&id)
-            .map(|a| {
-                a.tasks
-                    .iter()
-                    .map(|t| {
-                        let healthy = p.healthy(z, &id, t);
-                        let mut meta = BTreeMap::new();
-                        if let Some(d) = a.definition.labels.get(LABEL_DEPLOYMENT_ID) {
-                            meta.insert(LABEL_DEPLOYMENT_ID.to_owned(), d.clone());
-                        }
-                        json!({
-                            "Node": {"Node": t.host, "Address": t.host, "Datacenter": format!("{}-{}", p.region, zone)},
-                            "Service": {"ID": t.id, "Service": service, "Tags": service_tags(&a.definition), "Address": t.host, "Port": t.port, "Meta": meta},
-                            "Checks": task_checks(t, healthy),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        HttpResponse::Ok().insert_header(("X-Consul-Index", z.index.to_string())).json(entries)
-    })
-    .unwrap_or_else(|| no_zone(&zone))
-}
-
 async fn set_scheduler(p: P, path: web::Path<(String, String)>) -> HttpResponse {
     let (zone, state) = path.into_inner();
     p.with_zone(&zone, |z| {
@@ -548,105 +603,6 @@ async fn set_scheduler(p: P, path: web::Path<(String, String)>) -> HttpResponse 
         HttpResponse::NoContent().finish()
     })
     .unwrap_or_else(|| no_zone(&zone))
-}
-
-async fn set_consul(p: P, path: web::Path<(String, String)>) -> HttpResponse {
-    let (zone, state) = path.into_inner();
-    p.with_zone(&zone, |z| {
-        match state.as_str() {
-            "deny-writes" => z.consul_denies_writes = true,
-            "allow-writes" => z.consul_denies_writes = false,
-            _ => z.consul_down = state == "down",
-        }
-        HttpResponse::NoContent().finish()
-    })
-    .unwrap_or_else(|| no_zone(&zone))
-}
-
-/// A task's checks as Consul reports them: its HTTP check, and the maintenance check while in
-/// maintenance mode.
-fn task_checks(t: &SimTask, healthy: bool) -> Vec<serde_json::Value> {
-    let mut checks = vec![json!({
-        "CheckID": format!("service:{}", t.id), "Name": "http", "ServiceID": t.id,
-        "Status": if healthy { "passing" } else { "critical" },
-        "Output": if healthy { "HTTP GET: 200 OK" } else { "HTTP GET: connection refused" },
-    })];
-    if let Some(reason) = &t.maintenance {
-        checks.push(json!({
-            "CheckID": format!("_service_maintenance:{}", t.id), "Name": "Service Maintenance Mode",
-            "ServiceID": t.id, "Status": "critical", "Output": reason,
-        }));
-    }
-    checks
-}
-
-/// `GET /v1/health/state/any`: every check of the zone (what a watch blocks on).
-async fn consul_checks(p: P, path: web::Path<String>, q: web::Query<Blocking>) -> HttpResponse {
-    let zone = path.into_inner();
-    block(&p, &zone, &q).await;
-    p.with_zone(&zone, |z| {
-        if z.consul_down {
-            return consul_unavailable();
-        }
-        let checks: Vec<serde_json::Value> = z
-            .apps
-            .iter()
-            .flat_map(|(id, a)| a.tasks.iter().map(move |t| (id, t)))
-            .flat_map(|(id, t)| task_checks(t, p.healthy(z, id, t)))
-            .collect();
-        HttpResponse::Ok()
-            .insert_header(("X-Consul-Index", z.index.to_string()))
-            .json(checks)
-    })
-    .unwrap_or_else(|| no_zone(&zone))
-}
-
-#[derive(serde::Deserialize)]
-struct Maintenance {
-    enable: bool,
-    reason: Option<String>,
-}
-
-/// `PUT /v1/agent/service/maintenance/{id}?enable=true&reason=...`: traffic off (or on again).
-async fn consul_maintenance(
-    p: P,
-    path: web::Path<(String, String)>,
-    q: web::Query<Maintenance>,
-) -> HttpResponse {
-    let (zone, id) = path.into_inner();
-    p.with_zone(&zone, |z| {
-        if z.consul_down {
-            return consul_unavailable();
-        }
-        if z.consul_denies_writes {
-            return HttpResponse::Forbidden().body(
-                "Permission denied: token with AccessorID 'mot' lacks permission 'service:write'",
-            );
-        }
-        let Some(task) = z
-            .apps
-            .values_mut()
-            .flat_map(|a| a.tasks.iter_mut())
-            .find(|t| t.id == id)
-        else {
-            return HttpResponse::NotFound().body(format!("Unknown service ID \"{id}\""));
-        };
-        let wanted = q.enable.then(|| {
-            q.reason
-                .clone()
-                .unwrap_or_else(|| "Maintenance mode is enabled".into())
-        });
-        if task.maintenance != wanted {
-            task.maintenance = wanted;
-            z.index += 1;
-        }
-        HttpResponse::Ok().finish()
-    })
-    .unwrap_or_else(|| no_zone(&zone))
-}
-
-fn consul_unavailable() -> HttpResponse {
-    HttpResponse::ServiceUnavailable().body("No cluster leader")
 }
 
 async fn set_health(p: P, path: web::Path<(String, String, String)>) -> HttpResponse {
@@ -668,7 +624,6 @@ async fn set_health(p: P, path: web::Path<(String, String, String)>) -> HttpResp
                 }
             }
         }
-        z.index += 1;
         HttpResponse::NoContent().finish()
     })
     .unwrap_or_else(|| no_zone(&zone))
@@ -697,11 +652,9 @@ async fn kill_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
                     port: *port,
                     started: Instant::now(),
                     version: app.definition.version.clone().unwrap_or_default(),
-                    maintenance: None,
                     broken: z.failing_new_tasks.contains(&app.definition.id),
                     lost: false,
                 });
-                z.index += 1;
                 return HttpResponse::NoContent().finish();
             }
         }
@@ -734,16 +687,16 @@ async fn lose_task(p: P, path: web::Path<(String, String)>) -> HttpResponse {
 async fn stats(p: P, path: web::Path<String>) -> HttpResponse {
     let zone = path.into_inner();
     p.with_zone(&zone, |z| {
-        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "puts_by_deployment": z.puts_by_deployment, "deletes": z.deletes, "apps": z.apps.len(), "consul_reads": z.consul_reads, "consul_index": z.index}))
+        HttpResponse::Ok().json(json!({"puts": z.puts, "changes": z.changes, "puts_by_deployment": z.puts_by_deployment, "deletes": z.deletes, "apps": z.apps.len()}))
     })
     .unwrap_or_else(|| no_zone(&zone))
 }
 
-/// The `host:port` every zone of `region` is served on; they must share one.
+/// The `host:port` every zone's Marathon and Mesos of `region` are served on; they must share one.
 pub fn listen_address(region: &RegionConfig) -> Result<String, String> {
     let mut addresses = BTreeSet::new();
     for zone in &region.zones {
-        for url in [&zone.marathon, &zone.mesos, &zone.consul] {
+        for url in [&zone.marathon, &zone.mesos] {
             let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
             addresses.insert(rest.split('/').next().unwrap_or(rest).to_owned());
         }

@@ -44,7 +44,7 @@ impl HttpMetrics {
 pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
     let mut out = String::new();
     let agents = registry.snapshot();
-    let series: [Series; 7] = [
+    let series: [Series; 8] = [
         ("records_in_total", "Records consumed by an agent.", |c| {
             c.records_in
         }),
@@ -72,6 +72,11 @@ pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
             "poll_errors_total",
             "Platform polls that got no answer.",
             |c| c.poll_errors,
+        ),
+        (
+            "zone_reads_total",
+            "Full reads of a zone by a poller that watches before it reads (Consul).",
+            |c| c.zone_reads,
         ),
         (
             "restarts_total",

@@ -32,6 +32,10 @@ pub struct Flow {
     pub registry: Registry,
     /// The region supervisors running now.
     pub supervisors: Vec<actix::Addr<mot::actors::supervisor::RegionSupervisor>>,
+    /// Each zone's relay to Consul, by region and zone.
+    pub consul: BTreeMap<(String, String), super::consul::Relay>,
+    /// The ACL token mot presents to Consul in every zone.
+    pub consul_token: super::consul::Token,
     /// The test's keyspace, dropped with it.
     pub _keyspace: super::DropKeyspace,
 }
@@ -84,6 +88,10 @@ pub fn renamed_dev_topology() -> DevTopology {
             .replace(
                 &format!("127.0.0.1:{old_port}"),
                 &format!("127.0.0.1:{port}"),
+            )
+            .replace(
+                &format!("consul_tag = \"mot-zone={old_name}/"),
+                &format!("consul_tag = \"mot-zone={new_name}/"),
             );
         sims.push((new_name.clone(), listener));
     }
@@ -134,18 +142,55 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
              [[routes]]\nfrom = \"{cluster}\"\nto = \"production-us-east-1\"\n\
              topics = [\"mot-deployment-complete-events\", \"mot-instance-state-change\", \"mot-deployment-state-change\"]\n\
              carrier = \"mot\"\n",
-            super::zones_toml(&["a"], &base)
+            super::zones_toml(&region, &["a"], &base)
         ));
         sims.push((region.clone(), listener));
         region
     });
+    // Each zone's Consul through a relay the test can cut, and mot with a token of its own that
+    // may do what mot needs and no more.
+    let consul_token = super::consul::Token::new(
+        super::consul::URL,
+        &format!("mot-flow-{id}"),
+        super::consul::MOT_RULES,
+    )
+    .await;
+    let mut consul = BTreeMap::new();
+    for region in [&test_region, &prod_region]
+        .into_iter()
+        .chain(extra_region.as_ref())
+    {
+        for zone in ["a", "b", "c"] {
+            let scope = format!(
+                "consul = \"{}\", consul_tag = \"mot-zone={region}/{zone}\"",
+                super::consul::URL
+            );
+            if text.contains(&scope) {
+                let relay = super::consul::Relay::to("127.0.0.1:8500").await;
+                text = text.replace(
+                    &scope,
+                    &format!(
+                        "consul = \"{}\", consul_tag = \"mot-zone={region}/{zone}\"",
+                        relay.url
+                    ),
+                );
+                consul.insert((region.clone(), zone.to_owned()), relay);
+            }
+        }
+    }
+    text = text.replace(
+        &format!("consul_token = \"{}\"", super::consul::MANAGEMENT_TOKEN),
+        &format!("consul_token = \"{}\"", consul_token.secret),
+    );
     let config = Config::from_toml(Path::new("flow-test.toml"), &text).unwrap();
     let topology = Topology::checked(&config).unwrap();
     let mut sim_urls = Vec::new();
     for (region, listener) in sims {
         let port = listener.local_addr().unwrap().port();
         let region_config = config.region(&RegionName::parse(&region).unwrap()).unwrap();
-        let platform = Platform::new(region_config, options);
+        // The scheduler's integration registers with a token of its own.
+        let platform = Platform::new(region_config, options)
+            .with_consul_token(super::consul::MANAGEMENT_TOKEN);
         actix_web::rt::spawn(platform.server(listener).unwrap());
         sim_urls.push((region, format!("http://127.0.0.1:{port}")));
     }
@@ -190,6 +235,8 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
             .unwrap(),
         registry,
         supervisors,
+        consul,
+        consul_token,
         _keyspace: super::DropKeyspace(config.cassandra.clone()),
     }
 }
@@ -287,6 +334,11 @@ impl Flow {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 204, "{path}");
+    }
+
+    /// The relay standing for `zone`'s Consul in `region`.
+    pub fn consul(&self, region: &str, zone: &str) -> &super::consul::Relay {
+        &self.consul[&(region.to_owned(), zone.to_owned())]
     }
 
     pub fn sim(&self, region: &str) -> &str {

@@ -1,10 +1,11 @@
 //! Shared by the integration tests: the dev topology, unique names, and the running servers.
 //!
-//! Tests talk to the real Kafka clusters and Cassandra that `dev/infra up` started (dev/test
-//! starts them). They never restart servers; they isolate themselves by unique topic names,
+//! Tests talk to the real Kafka clusters, Cassandra and Consul that `dev/infra up` started
+//! (dev/test starts them). They never restart servers; they isolate themselves by unique topic names,
 //! regions and keyspaces.
 #![allow(dead_code)]
 
+pub mod consul;
 pub mod flow;
 
 use std::path::{Path, PathBuf};
@@ -77,7 +78,7 @@ pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     for (region, home) in regions {
         text.push_str(&format!(
             "\n[[regions]]\nname = \"{region}\"\ncluster = \"{home}\"\n{}\n",
-            zones_toml(&["a", "b"], "http://127.0.0.1:1")
+            zones_toml(region, &["a", "b"], "http://127.0.0.1:1")
         ));
     }
     let mut homes: Vec<&str> = regions
@@ -120,11 +121,12 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// `zones = [...]` for `names`, each zone's platform APIs under `base/<zone>/`.
-pub fn zones_toml(names: &[&str], base: &str) -> String {
+/// `zones = [...]` of `region` for `names`, each zone's Marathon and Mesos under `base/<zone>/`,
+/// its instances in the shared Consul under the tag `mot-zone=<region>/<zone>`.
+pub fn zones_toml(region: &str, names: &[&str], base: &str) -> String {
     let zones: Vec<String> = names
         .iter()
-        .map(|z| format!("{{ name = \"{z}\", marathon = \"{base}/{z}/marathon\", mesos = \"{base}/{z}/mesos\", consul = \"{base}/{z}/consul\" }}"))
+        .map(|z| format!("{{ name = \"{z}\", marathon = \"{base}/{z}/marathon\", mesos = \"{base}/{z}/mesos\", consul = \"{}\", consul_tag = \"mot-zone={region}/{z}\", consul_token = \"{}\" }}", consul::URL, consul::MANAGEMENT_TOKEN))
         .collect();
     format!("zones = [{}]", zones.join(", "))
 }
