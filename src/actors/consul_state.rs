@@ -125,6 +125,7 @@ impl Poller for ConsulStateAgent {
             topic: &self.output,
             payload_type: "ConsulAppState",
             first_change: true,
+            counters: &self.counters,
         };
         let this = &*self;
         poll_zones(out, &self.zones, |zone| async move {

@@ -26,6 +26,8 @@ pub struct Counters {
     pub poll_errors: AtomicU64,
     /// Full reads of a zone, by a poller that watches before it reads (Consul's).
     pub zone_reads: AtomicU64,
+    /// Reads of one zone that got no usable answer while other zones answered (zone pollers).
+    pub zone_errors: AtomicU64,
     /// Times the agent was restarted by its supervisor.
     pub restarts: AtomicU64,
     /// The backoff before the latest restart, in milliseconds.
@@ -48,6 +50,7 @@ pub struct CountersSnapshot {
     pub dead_lettered: u64,
     pub poll_errors: u64,
     pub zone_reads: u64,
+    pub zone_errors: u64,
     pub restarts: u64,
     pub last_backoff_ms: u64,
     pub drifts_detected: u64,
@@ -72,6 +75,7 @@ impl Counters {
             dead_lettered: get(&self.dead_lettered),
             poll_errors: get(&self.poll_errors),
             zone_reads: get(&self.zone_reads),
+            zone_errors: get(&self.zone_errors),
             restarts: get(&self.restarts),
             last_backoff_ms: get(&self.last_backoff_ms),
             drifts_detected: get(&self.drifts_detected),

@@ -108,6 +108,8 @@ pub struct ZoneOutput<'a> {
     /// held (Consul blocking queries) to the next poll: a change in one zone must not wait for
     /// the others' watches to time out.
     pub first_change: bool,
+    /// Where a zone that did not answer is counted (`zone_errors`).
+    pub counters: &'a Counters,
 }
 
 /// One poll of every zone of a region, the zones concurrently: `zone_state` reads one zone's
@@ -161,6 +163,7 @@ where
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(agent = out.agent, region = %out.region, zone = %zone.name, error = %e, "zone did not answer");
+                Counters::add(&out.counters.zone_errors, 1);
                 last_error = Some(e);
                 failed_zones += 1;
                 continue;
@@ -227,6 +230,7 @@ pub struct ZoneSnapshots<R> {
     zones: Vec<ZoneConfig>,
     cache: LastRecordCache,
     output: TopicName,
+    counters: std::sync::Arc<Counters>,
     reader: std::marker::PhantomData<R>,
 }
 
@@ -241,6 +245,7 @@ impl<R: ZoneReader> Poller for ZoneSnapshots<R> {
             zones: ctx.region.zones.clone(),
             cache,
             output,
+            counters: ctx.counters.clone(),
             reader: std::marker::PhantomData,
         })
     }
@@ -257,6 +262,7 @@ impl<R: ZoneReader> Poller for ZoneSnapshots<R> {
             topic: &self.output,
             payload_type: R::PAYLOAD,
             first_change: false,
+            counters: &self.counters,
         };
         let region = &self.region;
         poll_zones(out, &self.zones, |zone| async move {

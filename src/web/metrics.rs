@@ -44,7 +44,7 @@ impl HttpMetrics {
 pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
     let mut out = String::new();
     let agents = registry.snapshot();
-    let series: [Series; 8] = [
+    let series: [Series; 9] = [
         ("records_in_total", "Records consumed by an agent.", |c| {
             c.records_in
         }),
@@ -77,6 +77,11 @@ pub fn render(registry: &Registry, http: &HttpMetrics) -> String {
             "zone_reads_total",
             "Full reads of a zone by a poller that watches before it reads (Consul).",
             |c| c.zone_reads,
+        ),
+        (
+            "zone_errors_total",
+            "Reads of one zone that got no usable answer (a zone poller).",
+            |c| c.zone_errors,
         ),
         (
             "restarts_total",

@@ -147,3 +147,61 @@ impl Relay {
         self.up.send_replace(true);
     }
 }
+
+/// A Consul server of the test's own (`dev/infra consul up NAME PORT`), for a test that restarts
+/// Consul without disturbing the one the others share; stopped and removed when dropped.
+pub struct ExtraConsul {
+    pub name: String,
+    pub port: u16,
+}
+
+impl ExtraConsul {
+    /// Started on three free consecutive ports (HTTP, server RPC, Serf LAN).
+    pub fn start() -> Self {
+        let extra = Self {
+            name: format!("extra-{}", super::unique("").replace('_', "")),
+            port: super::free_consecutive_ports(3),
+        };
+        extra.infra(&["up"]);
+        extra
+    }
+
+    /// `host:port` of its HTTP API.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address())
+    }
+
+    fn infra(&self, args: &[&str]) {
+        let status = std::process::Command::new(super::repo_path("dev/infra"))
+            .arg("consul")
+            .args(args)
+            .args([self.name.as_str(), &self.port.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "dev/infra consul {args:?} {}", self.name);
+    }
+
+    /// Stops it (SIGTERM: it leaves and persists its state) and starts it again on its data.
+    pub fn restart(&self) {
+        self.infra(&["down"]);
+        self.infra(&["up"]);
+    }
+}
+
+impl Drop for ExtraConsul {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(super::repo_path("dev/infra"))
+            .args([
+                "consul",
+                "down",
+                &self.name,
+                &self.port.to_string(),
+                "--purge",
+            ])
+            .status();
+    }
+}

@@ -123,6 +123,11 @@ pub async fn start_with(options: SimOptions) -> Flow {
 /// [`start_with`], plus (with `extra = Some((cluster, bootstrap))`) a third production region
 /// `production-x<id>` with one zone on that cluster, its topics routed to central by mot.
 pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> Flow {
+    start_on(options, extra, "127.0.0.1:8500").await
+}
+
+/// [`start_custom`], every zone's Consul being the one at `consul` (`host:port`).
+pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, consul_at: &str) -> Flow {
     super::init_tracing();
     let DevTopology {
         id,
@@ -150,7 +155,7 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
     // Each zone's Consul through a relay the test can cut, and mot with a token of its own that
     // may do what mot needs and no more.
     let consul_token = super::consul::Token::new(
-        super::consul::URL,
+        &format!("http://{consul_at}"),
         &format!("mot-flow-{id}"),
         super::consul::MOT_RULES,
     )
@@ -166,7 +171,7 @@ pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> F
                 super::consul::URL
             );
             if text.contains(&scope) {
-                let relay = super::consul::Relay::to("127.0.0.1:8500").await;
+                let relay = super::consul::Relay::to(consul_at).await;
                 text = text.replace(
                     &scope,
                     &format!(

@@ -252,6 +252,12 @@ pub fn free_port() -> u16 {
 /// range: a cluster that is stopped and started again must get its ports back, and while it is
 /// down every client's reconnection attempt takes an ephemeral port, which could be one of them.
 pub fn free_port_pair() -> u16 {
+    free_consecutive_ports(2)
+}
+
+/// `n` free consecutive ports below the kernel's ephemeral range (see [`free_port_pair`]);
+/// answers the first.
+pub fn free_consecutive_ports(n: u16) -> u16 {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -269,11 +275,11 @@ pub fn free_port_pair() -> u16 {
                 .wrapping_add(attempt * 7919))
                 % u64::from(high - low)) as u16;
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 1) {
+        if (port..port + n).all(free) {
             return port;
         }
     }
-    panic!("no two free consecutive ports");
+    panic!("no {n} free consecutive ports");
 }
 
 /// A `mot run` child process, killed when dropped (a failed test leaves none behind).
