@@ -43,8 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: TopologyCommand,
     },
-    /// Dev tool: simulate one region's platform (Marathon, Mesos, Consul per zone) on the
-    /// address its zones' URLs name.
+    /// Dev tool: simulate one region's Marathon and Mesos per zone on the address its zones'
+    /// URLs name, registering the tasks in the zones' real Consul.
     PlatformSim {
         #[arg(long, short)]
         config: PathBuf,
