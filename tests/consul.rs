@@ -17,35 +17,6 @@ fn all_healthy(view: &Value) -> bool {
     view["status"] == "healthy"
 }
 
-/// Waits until the deployment's two running instances all satisfy `ok`; answers them.
-async fn instances_until(
-    flow: &Flow,
-    id: &str,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (status, body) = flow.get(&format!("/deployments/{id}/instances")).await;
-        assert_eq!(status, 200);
-        let running: Vec<Value> = body["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .cloned()
-            .collect();
-        if running.len() == 2 && running.iter().all(&ok) {
-            return running;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "instances never {what}: {body:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// The maintenance checks Consul at `base` holds for `service` in zone `tag`.
 async fn maintenance_checks(base: &str, service: &str, tag: &str) -> usize {
     common::consul::health(base, service, tag)
@@ -86,11 +57,13 @@ async fn maintenance_holds_across_a_consul_restart_and_the_watch_it_cut_resumes(
     let tag = format!("mot-zone={p}/a");
     let id = flow.post(json!([{"region": p, "zones": ["a"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
-    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "serving", |i| i["traffic"] == true)
+        .await;
 
     // Off: the agent the instances are registered on holds a maintenance check for each.
     traffic(&flow, &id, false).await;
-    instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    flow.instances_until(&id, "out of traffic", |i| i["traffic"] == false)
+        .await;
     assert_eq!(
         maintenance_checks(&consul.url(), "checkout-web", &tag).await,
         2
@@ -126,7 +99,8 @@ async fn maintenance_holds_across_a_consul_restart_and_the_watch_it_cut_resumes(
 
     // On again, after the restart: applied through the restarted agent and seen by the watch.
     traffic(&flow, &id, true).await;
-    instances_until(&flow, &id, "back in traffic", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "back in traffic", |i| i["traffic"] == true)
+        .await;
     assert_eq!(
         maintenance_checks(&consul.url(), "checkout-web", &tag).await,
         0
@@ -140,7 +114,8 @@ async fn a_token_consul_hides_services_from_is_refused_and_deletes_nothing() {
     let region = RegionName::parse(&p).unwrap();
     let id = flow.post(json!([{"region": p, "zones": ["b"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
-    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "serving", |i| i["traffic"] == true)
+        .await;
 
     // mot's token loses the right to read the app: Consul would answer as if it had no instance.
     flow.consul_token
@@ -151,7 +126,7 @@ async fn a_token_consul_hides_services_from_is_refused_and_deletes_nothing() {
     let watcher = flow.registry.get("ConsulStateAgent", &region);
     let before = watcher.snapshot();
     // Any change in the datacenter wakes the watch; a kill in zone b is one mot must read.
-    let victim = instances_until(&flow, &id, "serving", |_| true).await[0]["instance_id"]
+    let victim = flow.instances_until(&id, "serving", |_| true).await[0]["instance_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -171,7 +146,7 @@ async fn a_token_consul_hides_services_from_is_refused_and_deletes_nothing() {
 
     // The right back: the kill is seen (the victim deleted, its replacement created).
     flow.consul_token.set_rules(common::consul::MOT_RULES).await;
-    instances_until(&flow, &id, "replaced", |i| {
+    flow.instances_until(&id, "replaced", |i| {
         i["instance_id"] != victim.as_str() && i["health"] == "passing"
     })
     .await;

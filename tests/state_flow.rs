@@ -385,42 +385,14 @@ async fn app_config_is_stored_versioned_and_refused_when_malformed() {
     assert_eq!(unchanged["revision"], 2, "refused writes change nothing");
 }
 
-/// The deployment's instances as GET shows them, waiting until `ok` holds for all 2 of them.
-async fn instances_until(
-    flow: &Flow,
-    id: &str,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = flow.get(&format!("/deployments/{id}/instances")).await;
-        assert_eq!(status, 200);
-        let running: Vec<Value> = body["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .cloned()
-            .collect();
-        if running.len() == 2 && running.iter().all(&ok) {
-            return running;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "instances never {what}: {body:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 #[actix_web::test]
 async fn traffic_turned_off_and_on_again_reaches_consul_and_shows_in_get() {
     let flow = start().await;
     let p = flow.prod_region.clone();
     let id = flow.post(json!([{"region": p, "zones": ["b"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
-    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "serving", |i| i["traffic"] == true)
+        .await;
 
     let traffic = |body: Value| {
         flow.http
@@ -432,7 +404,9 @@ async fn traffic_turned_off_and_on_again_reaches_consul_and_shows_in_get() {
         .await
         .unwrap();
     assert_eq!(off.status().as_u16(), 202);
-    let off = instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    let off = flow
+        .instances_until(&id, "out of traffic", |i| i["traffic"] == false)
+        .await;
     assert!(
         off.iter().all(|i| i["health"] == "passing"),
         "maintenance is not ill health: {off:#?}"
@@ -454,7 +428,8 @@ async fn traffic_turned_off_and_on_again_reaches_consul_and_shows_in_get() {
 
     let on = traffic(json!({"enabled": true})).await.unwrap();
     assert_eq!(on.status().as_u16(), 202);
-    instances_until(&flow, &id, "back in traffic", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "back in traffic", |i| i["traffic"] == true)
+        .await;
     let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
     let requested = events["events"]
         .as_array()
@@ -495,7 +470,8 @@ async fn a_quiet_zone_is_watched_not_reread() {
     let p = flow.prod_region.clone();
     let id = flow.post(json!([{"region": p, "zones": ["c"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
-    instances_until(&flow, &id, "healthy", |i| i["health"] == "passing").await;
+    flow.instances_until(&id, "healthy", |i| i["health"] == "passing")
+        .await;
     // Settled: the zone's state as mot last read it is what it publishes now.
     let consul = flow
         .registry
@@ -572,7 +548,8 @@ async fn traffic_asked_while_consul_is_down_is_applied_once_it_is_back() {
     let region = RegionName::parse(&p).unwrap();
     let id = flow.post(json!([{"region": p, "zones": ["b"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
-    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "serving", |i| i["traffic"] == true)
+        .await;
 
     flow.consul(&p, "b").down();
     let off = flow
@@ -592,7 +569,8 @@ async fn traffic_asked_while_consul_is_down_is_applied_once_it_is_back() {
     assert_eq!(traffic.snapshot().dead_lettered, 0, "nothing dead-lettered");
     flow.consul(&p, "b").up();
 
-    instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    flow.instances_until(&id, "out of traffic", |i| i["traffic"] == false)
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
@@ -838,7 +816,8 @@ async fn traffic_consul_refuses_for_good_is_a_timeline_event_with_its_answer_and
     let p = flow.prod_region.clone();
     let id = flow.post(json!([{"region": p, "zones": ["c"]}])).await;
     flow.deployment_until(&id, "healthy", all_healthy).await;
-    instances_until(&flow, &id, "serving", |i| i["traffic"] == true).await;
+    flow.instances_until(&id, "serving", |i| i["traffic"] == true)
+        .await;
     let traffic = |enabled: bool| {
         let url = format!("{}/deployments/{id}/traffic", flow.url);
         let http = flow.http.clone();
@@ -888,7 +867,9 @@ async fn traffic_consul_refuses_for_good_is_a_timeline_event_with_its_answer_and
     // The refused event is done: the next one, with writes allowed again, is applied.
     flow.consul_token.set_rules(common::consul::MOT_RULES).await;
     traffic(false).await;
-    let off = instances_until(&flow, &id, "out of traffic", |i| i["traffic"] == false).await;
+    let off = flow
+        .instances_until(&id, "out of traffic", |i| i["traffic"] == false)
+        .await;
     assert_eq!(off.len(), 2, "{off:#?}");
     let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
     let kinds: Vec<&str> = events["events"]

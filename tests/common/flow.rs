@@ -341,6 +341,36 @@ impl Flow {
         assert_eq!(resp.status().as_u16(), 204, "{path}");
     }
 
+    /// Waits until the deployment `id` has exactly two running instances, all satisfying `ok`
+    /// (up to 90 s); answers them.
+    pub async fn instances_until(
+        &self,
+        id: &str,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (status, body) = self.get(&format!("/deployments/{id}/instances")).await;
+            assert_eq!(status, 200);
+            let running: Vec<Value> = body["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["state"] == "running")
+                .cloned()
+                .collect();
+            if running.len() == 2 && running.iter().all(&ok) {
+                return running;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instances never {what}: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// The relay standing for `zone`'s Consul in `region`.
     pub fn consul(&self, region: &str, zone: &str) -> &super::consul::Relay {
         &self.consul[&(region.to_owned(), zone.to_owned())]
