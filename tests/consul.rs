@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::flow::{start, start_on, Flow};
+use common::flow::{start, start_on, Flow, OwnConsul};
 use mot::platform::sim::SimOptions;
 use mot::topics::names::RegionName;
 
@@ -50,7 +50,11 @@ async fn maintenance_holds_across_a_consul_restart_and_the_watch_it_cut_resumes(
             health_delay: Duration::from_millis(100),
         },
         None,
-        &consul.address(),
+        &OwnConsul {
+            at: consul.address(),
+            relays: false,
+            register_on: None,
+        },
     )
     .await;
     let p = flow.prod_region.clone();
@@ -150,4 +154,73 @@ async fn a_token_consul_hides_services_from_is_refused_and_deletes_nothing() {
         i["instance_id"] != victim.as_str() && i["health"] == "passing"
     })
     .await;
+}
+
+#[actix_web::test]
+async fn traffic_is_switched_on_the_agent_an_instance_is_registered_on() {
+    // Two nodes of one datacenter: the server (the zone's Consul URL) and a client agent on
+    // another address, where the tasks' hosts register them. Only that agent takes maintenance
+    // for them; the server answers 404 (Unknown service ID).
+    let server = common::consul::ExtraConsul::start();
+    let agent = common::consul::ExtraConsul::client_of(&server, "127.0.0.2");
+    let flow = start_on(
+        SimOptions {
+            health_delay: Duration::from_millis(100),
+        },
+        None,
+        &OwnConsul {
+            at: server.address(),
+            relays: false,
+            register_on: Some(agent.address()),
+        },
+    )
+    .await;
+    let p = flow.prod_region.clone();
+    let tag = format!("mot-zone={p}/a");
+    let id = flow.post(json!([{"region": p, "zones": ["a"]}])).await;
+    flow.deployment_until(&id, "healthy", all_healthy).await;
+    let serving = flow
+        .instances_until(&id, "serving", |i| i["traffic"] == true)
+        .await;
+    assert!(
+        serving.iter().all(|i| i["host"].as_str().is_some()),
+        "{serving:#?}"
+    );
+    let entries = common::consul::health(&server.url(), "checkout-web", &tag).await;
+    assert!(
+        entries.iter().all(|e| e["Node"]["Address"] == "127.0.0.2"),
+        "registered on the client agent's node: {entries:#?}"
+    );
+
+    traffic(&flow, &id, false).await;
+    flow.instances_until(&id, "out of traffic", |i| i["traffic"] == false)
+        .await;
+    assert_eq!(
+        maintenance_checks(&server.url(), "checkout-web", &tag).await,
+        2
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+        let applied: Vec<Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "traffic-applied")
+            .cloned()
+            .collect();
+        if !applied.is_empty() {
+            assert_eq!(applied.len(), 1, "{events:#}");
+            assert_eq!(
+                applied[0]["detail"],
+                json!({"enabled": false, "instances": 2})
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timeline never showed the traffic applied: {events:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

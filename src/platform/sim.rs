@@ -116,6 +116,17 @@ impl Platform {
         self
     }
 
+    /// Registers the tasks on the Consul agent at `url` rather than each zone's configured one
+    /// (the agent of the hosts the tasks run on, where that is another node of the datacenter).
+    pub fn registering_on(mut self, url: &str) -> Self {
+        let mut zones = (*self.consul).clone();
+        for zone in zones.values_mut() {
+            zone.consul = url.to_owned();
+        }
+        self.consul = Arc::new(zones);
+        self
+    }
+
     /// Every task of every zone as it should stand in Consul now.
     fn instances(&self) -> BTreeMap<String, Instance> {
         let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());

@@ -152,7 +152,10 @@ impl Relay {
 /// Consul without disturbing the one the others share; stopped and removed when dropped.
 pub struct ExtraConsul {
     pub name: String,
+    pub host: String,
     pub port: u16,
+    /// A client agent's: `--client HOST JOIN`.
+    client: Vec<String>,
 }
 
 impl ExtraConsul {
@@ -160,7 +163,26 @@ impl ExtraConsul {
     pub fn start() -> Self {
         let extra = Self {
             name: format!("extra-{}", super::unique("").replace('_', "")),
+            host: "127.0.0.1".into(),
             port: super::free_consecutive_ports(3),
+            client: Vec::new(),
+        };
+        extra.infra(&["up"]);
+        extra
+    }
+
+    /// A client agent joined to `server`: a second node of its datacenter, on loopback address
+    /// `host` and the server's HTTP port (as every agent of a datacenter serves its API alike).
+    pub fn client_of(server: &ExtraConsul, host: &str) -> Self {
+        let extra = Self {
+            name: format!("client-{}", super::unique("").replace('_', "")),
+            host: host.into(),
+            port: server.port,
+            client: vec![
+                "--client".into(),
+                host.into(),
+                format!("{}:{}", server.host, server.port + 2),
+            ],
         };
         extra.infra(&["up"]);
         extra
@@ -168,7 +190,7 @@ impl ExtraConsul {
 
     /// `host:port` of its HTTP API.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn url(&self) -> String {
@@ -180,6 +202,7 @@ impl ExtraConsul {
             .arg("consul")
             .args(args)
             .args([self.name.as_str(), &self.port.to_string()])
+            .args(&self.client)
             .status()
             .unwrap();
         assert!(status.success(), "dev/infra consul {args:?} {}", self.name);

@@ -123,11 +123,33 @@ pub async fn start_with(options: SimOptions) -> Flow {
 /// [`start_with`], plus (with `extra = Some((cluster, bootstrap))`) a third production region
 /// `production-x<id>` with one zone on that cluster, its topics routed to central by mot.
 pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> Flow {
-    start_on(options, extra, "127.0.0.1:8500").await
+    start_on(options, extra, &OwnConsul::shared()).await
 }
 
-/// [`start_custom`], every zone's Consul being the one at `consul` (`host:port`).
-pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, consul_at: &str) -> Flow {
+/// Where a flow's zones find Consul.
+pub struct OwnConsul {
+    /// `host:port` of the Consul (agent) the zones' configuration names.
+    pub at: String,
+    /// Each zone through a relay of its own ([`Flow::consul`]) to it, for tests that cut a zone off.
+    pub relays: bool,
+    /// The agent the simulators register their tasks on (`host:port`), when not `at`.
+    pub register_on: Option<String>,
+}
+
+impl OwnConsul {
+    /// The Consul every test shares, each zone through a relay.
+    pub fn shared() -> Self {
+        Self {
+            at: "127.0.0.1:8500".into(),
+            relays: true,
+            register_on: None,
+        }
+    }
+}
+
+/// [`start_custom`], every zone's Consul as `consul` says.
+pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &OwnConsul) -> Flow {
+    let consul_at = own.at.as_str();
     super::init_tracing();
     let DevTopology {
         id,
@@ -171,15 +193,18 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, consul_a
                 super::consul::URL
             );
             if text.contains(&scope) {
-                let relay = super::consul::Relay::to(consul_at).await;
+                let url = if own.relays {
+                    let relay = super::consul::Relay::to(consul_at).await;
+                    let url = relay.url.clone();
+                    consul.insert((region.clone(), zone.to_owned()), relay);
+                    url
+                } else {
+                    format!("http://{consul_at}")
+                };
                 text = text.replace(
                     &scope,
-                    &format!(
-                        "consul = \"{}\", consul_tag = \"mot-zone={region}/{zone}\"",
-                        relay.url
-                    ),
+                    &format!("consul = \"{url}\", consul_tag = \"mot-zone={region}/{zone}\""),
                 );
-                consul.insert((region.clone(), zone.to_owned()), relay);
             }
         }
     }
@@ -194,8 +219,11 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, consul_a
         let port = listener.local_addr().unwrap().port();
         let region_config = config.region(&RegionName::parse(&region).unwrap()).unwrap();
         // The scheduler's integration registers with a token of its own.
-        let platform = Platform::new(region_config, options)
+        let mut platform = Platform::new(region_config, options)
             .with_consul_token(super::consul::MANAGEMENT_TOKEN);
+        if let Some(agent) = &own.register_on {
+            platform = platform.registering_on(&format!("http://{agent}"));
+        }
         actix_web::rt::spawn(platform.server(listener).unwrap());
         sim_urls.push((region, format!("http://127.0.0.1:{port}")));
     }
