@@ -538,8 +538,9 @@ async fn a_failing_agent_is_restarted_with_backoff_while_another_region_keeps_pr
     b.send(Shutdown).await.unwrap();
 }
 
-/// Where the Consul stand-in of the poller test listens (set by that test).
-static CONSUL_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The Consul the poller test's poller reads (a relay to the real one) and the service it reads
+/// (set by that test).
+static CONSUL_URL: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 
 /// A poller as a platform agent author writes one: GET a Consul health endpoint, turn it into a
 /// ConsulAppState, publish it when it changed.
@@ -563,8 +564,13 @@ impl Poller for TestConsulPoller {
     }
 
     async fn poll(&mut self, http: &reqwest::Client) -> Result<Vec<Outgoing>, PollError> {
-        let url = format!("{}/v1/health/service/web", CONSUL_URL.get().unwrap());
-        let response = http.get(url).send().await?;
+        let (base, service) = CONSUL_URL.get().unwrap();
+        let url = format!("{base}/v1/health/service/{service}");
+        let response = http
+            .get(url)
+            .header("X-Consul-Token", common::consul::MANAGEMENT_TOKEN)
+            .send()
+            .await?;
         if !response.status().is_success() {
             return Err(PollError::Status {
                 status: response.status().as_u16(),
@@ -572,9 +578,9 @@ impl Poller for TestConsulPoller {
             });
         }
         let entries: Vec<ConsulServiceEntry> = response.json().await?;
-        let state = state("web", "a", entries);
+        let state = state(service, "a", entries);
         let json = serde_json::to_vec(&state).unwrap();
-        let changes = self.last.diff_group("web", vec![(state.key(), json)]);
+        let changes = self.last.diff_group(service, vec![(state.key(), json)]);
         Ok(changes
             .into_iter()
             .map(|c| {
@@ -601,37 +607,33 @@ impl Poller for TestConsulPoller {
 
 #[actix_web::test]
 async fn a_poller_publishes_platform_state_on_change_and_rides_out_platform_errors() {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    use std::sync::{Arc, Mutex};
-
-    let answer: Arc<Mutex<(u16, serde_json::Value)>> = Arc::new(Mutex::new((
-        200,
-        serde_json::to_value(vec![
-            entry("web", "w1", 1, "passing"),
-            entry("web", "w2", 2, "passing"),
-        ])
-        .unwrap(),
-    )));
-    let shared = answer.clone();
-    let server = HttpServer::new(move || {
-        let shared = shared.clone();
-        App::new().route(
-            "/v1/health/service/web",
-            web::get().to(move || {
-                let (status, body) = shared.lock().unwrap().clone();
-                async move {
-                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                        .json(body)
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let port = server.addrs()[0].port();
-    let handle = actix_web::rt::spawn(server.run());
-    CONSUL_URL.set(format!("http://127.0.0.1:{port}")).unwrap();
+    use common::consul::{call, Relay, URL};
+    use reqwest::Method;
+    // The real Consul, through a relay the test cuts to make the platform unanswering.
+    let service = format!("web-{}", common::unique("").replace('_', ""));
+    let relay = Relay::to("127.0.0.1:8500").await;
+    CONSUL_URL
+        .set((relay.url.clone(), service.clone()))
+        .unwrap();
+    let register = |n: u16| {
+        let service = service.clone();
+        async move {
+            let id = format!("{service}-w{n}");
+            call(
+                Method::PUT,
+                URL,
+                "/v1/agent/service/register",
+                Some(serde_json::json!({
+                    "ID": id, "Name": service, "Port": n,
+                    "Check": {"CheckID": format!("service:{id}"), "TTL": "10m", "Status": "passing"},
+                })),
+            )
+            .await;
+        }
+    };
+    register(1).await;
+    register(2).await;
+    let (w1, w2) = (format!("{service}-w1"), format!("{service}-w2"));
 
     let region = common::unique_region();
     let r = region.as_str();
@@ -658,24 +660,28 @@ async fn a_poller_publishes_platform_state_on_change_and_rides_out_platform_erro
         "one change, one record"
     );
 
-    *answer.lock().unwrap() = (503, serde_json::Value::Null);
+    relay.down();
     common::eventually(60, "platform errors counted", || {
         h.counters("TestConsulPoller", r).poll_errors >= 2
     })
     .await;
-    *answer.lock().unwrap() = (
-        200,
-        serde_json::to_value(vec![entry("web", "w1", 1, "passing")]).unwrap(),
-    );
+    relay.up();
+    call(
+        Method::PUT,
+        URL,
+        &format!("/v1/agent/service/deregister/{w2}"),
+        None,
+    )
+    .await;
     common::eventually(60, "the disappearance published", || {
         h.counters(AGENT, r).published >= 3
     })
     .await;
 
     let changes = h.changes(r).await;
-    assert_eq!(changes[&key(r, "a", "web", "w1")], [(Kind::Created, 1)]);
+    assert_eq!(changes[&key(r, "a", &service, &w1)], [(Kind::Created, 1)]);
     assert_eq!(
-        changes[&key(r, "a", "web", "w2")],
+        changes[&key(r, "a", &service, &w2)],
         [(Kind::Created, 2), (Kind::Deleted, 2)]
     );
     assert_eq!(
@@ -684,7 +690,13 @@ async fn a_poller_publishes_platform_state_on_change_and_rides_out_platform_erro
         "a sick platform does not restart its poller"
     );
     supervisor.send(Shutdown).await.unwrap();
-    handle.abort();
+    call(
+        Method::PUT,
+        URL,
+        &format!("/v1/agent/service/deregister/{w1}"),
+        None,
+    )
+    .await;
 }
 
 /// Keyspace of the Cassandra-sink test (set by that test).
