@@ -204,7 +204,29 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
             }
         }
         for (n, id) in ids.iter().enumerate() {
-            let events = get(&http, &format!("{url}/deployments/{id}/events")).await;
+            // The timeline is archived from the complete events, a path of its own beside the
+            // zone states the status comes from: wait until every zone's answer is on it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let events = loop {
+                let events = get(&http, &format!("{url}/deployments/{id}/events")).await;
+                let zones_with = |kind: &str| {
+                    events["events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|e| e["kind"] == kind && e["subject"] == "scheduler")
+                        .map(|e| (e["region"].to_string(), e["zone"].to_string()))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                };
+                let superseded = if n + 1 < VERSIONS { 6 } else { 0 };
+                let complete =
+                    zones_with("scheduler-accepted") == 6 && zones_with("superseded") == superseded;
+                if complete || std::time::Instant::now() >= deadline {
+                    break events;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            };
             let events = events["events"].as_array().unwrap();
             let per_zone = |kind: &str| {
                 let mut zones: BTreeMap<(String, String), usize> = BTreeMap::new();
