@@ -143,7 +143,16 @@ fn one_post_to_two_regions_is_one_trace_from_the_api_to_the_archive() {
             "{region}'s archival: {names:?}"
         );
     }
-    assert_eq!(count("PUT /v2/apps/{id}"), 6, "one PUT per zone: {names:?}");
+    // One answered PUT per zone; an attempt that got no answer (a loaded machine's scheduler
+    // not reached in time) is retried, and is in the trace too, without a status.
+    let answered_puts = spans
+        .iter()
+        .filter(|s| {
+            s["operationName"] == "PUT /v2/apps/{id}"
+                && tag(s, "http.response.status_code").is_some()
+        })
+        .count();
+    assert_eq!(answered_puts, 6, "one answered PUT per zone: {names:?}");
     assert_eq!(
         count("INSERT deployment_events"),
         6,
@@ -192,12 +201,11 @@ fn one_post_to_two_regions_is_one_trace_from_the_api_to_the_archive() {
                 "{name}"
             );
         }
+        // An answered PUT created the app; an unanswered attempt has no status.
         if name.starts_with("PUT ") {
-            assert_eq!(
-                tag(span, "http.response.status_code"),
-                Some(&json!(201)),
-                "{name}"
-            );
+            if let Some(status) = tag(span, "http.response.status_code") {
+                assert_eq!(status, &json!(201), "{name}");
+            }
         }
     }
     // The fan-out's and the RolloutAgent's spans are children of the API's send.

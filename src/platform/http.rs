@@ -19,11 +19,27 @@ pub enum PollError {
 impl From<reqwest::Error> for PollError {
     fn from(e: reqwest::Error) -> Self {
         if e.is_decode() {
-            PollError::BadAnswer(e.to_string())
+            PollError::BadAnswer(with_causes(&e))
         } else {
-            PollError::Unreachable(e.to_string())
+            PollError::Unreachable(with_causes(&e))
         }
     }
+}
+
+/// An error with every cause under it (`error sending request for url (…)` alone does not say
+/// whether the connection was refused, reset or timed out).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut said = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = c.source();
+    }
+    said
 }
 
 /// `resp` when the platform answered with success, else its status and the start of its body.

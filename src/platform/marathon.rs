@@ -271,7 +271,7 @@ fn traced(mut request: reqwest::RequestBuilder, span: &tracing::Span) -> reqwest
 
 fn unreachable(e: reqwest::Error) -> MarathonError {
     MarathonError {
-        message: format!("scheduler unreachable: {e}"),
+        message: format!("scheduler unreachable: {}", super::http::with_causes(&e)),
         transient: true,
     }
 }
