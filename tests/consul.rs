@@ -199,28 +199,10 @@ async fn traffic_is_switched_on_the_agent_an_instance_is_registered_on() {
         maintenance_checks(&server.url(), "checkout-web", &tag).await,
         2
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
-        let applied: Vec<Value> = events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "traffic-applied")
-            .cloned()
-            .collect();
-        if !applied.is_empty() {
-            assert_eq!(applied.len(), 1, "{events:#}");
-            assert_eq!(
-                applied[0]["detail"],
-                json!({"enabled": false, "instances": 2})
-            );
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the timeline never showed the traffic applied: {events:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let applied = flow.events_of_kind(&id, "traffic-applied").await;
+    assert_eq!(applied.len(), 1, "{applied:#?}");
+    assert_eq!(
+        applied[0]["detail"],
+        json!({"enabled": false, "instances": 2})
+    );
 }

@@ -399,6 +399,30 @@ impl Flow {
         }
     }
 
+    /// Waits (up to 60 s) until deployment `id`'s timeline has an event of `kind`; answers every
+    /// event of that kind then (so a test can assert there is exactly one).
+    pub async fn events_of_kind(&self, id: &str, kind: &str) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, events) = self.get(&format!("/deployments/{id}/events")).await;
+            let found: Vec<Value> = events["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == kind)
+                .cloned()
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timeline never showed {kind}: {events:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// The relay standing for `zone`'s Consul in `region`.
     pub fn consul(&self, region: &str, zone: &str) -> &super::consul::Relay {
         &self.consul[&(region.to_owned(), zone.to_owned())]
