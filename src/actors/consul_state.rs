@@ -1,9 +1,9 @@
 //! ConsulStateAgent (regional poller): watches each zone's Consul with a blocking query
 //! (`/v1/health/state/any?index=N&wait=5s`, held by Consul until a check or registration changes
 //! or the wait ends), and only when the zone's checks changed reads the zone
-//! (`/v1/catalog/services`, then `/v1/health/service/<name>` for each service; each a
-//! [`zone_reads`](super::counters::Counters::zone_reads)). It publishes a ConsulAppState per service and
-//! zone to `mot-consul-app-state` when it changed; a service that disappeared from a zone is
+//! (`/v1/catalog/services`, then `/v1/health/service/<name>` for each service; each counted in
+//! [`zone_reads`](super::counters::Counters::zone_reads)). It publishes a ConsulAppState per
+//! service and zone to `mot-consul-app-state` when it changed; a service that disappeared from a zone is
 //! published as deleted with its last state. A zone whose Consul does not answer is left as it
 //! was (no false deletions) and polled again next time. Zones are watched concurrently, so a
 //! change anywhere is seen at once rather than on the next tick, and a quiet region costs one
@@ -81,11 +81,6 @@ impl ConsulStateAgent {
                 entries: consul.health(http, service).await?,
             });
         }
-        // Consul's index is never 0 for a caller to block on (its rule: reset to 1).
-        let watched = Watched {
-            index: watched.index.map(|i| i.max(1)),
-            ..watched
-        };
         self.watched.insert(zone.name.clone(), watched);
         Ok(Some(states))
     }

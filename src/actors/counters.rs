@@ -26,7 +26,8 @@ pub struct Counters {
     pub poll_errors: AtomicU64,
     /// Full reads of a zone, by a poller that watches before it reads (Consul's).
     pub zone_reads: AtomicU64,
-    /// Reads of one zone that got no usable answer while other zones answered (zone pollers).
+    /// Reads of one zone that got no usable answer (zone pollers; each zone counted, whether or
+    /// not the others answered).
     pub zone_errors: AtomicU64,
     /// Times the agent was restarted by its supervisor.
     pub restarts: AtomicU64,

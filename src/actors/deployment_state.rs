@@ -11,8 +11,8 @@
 //!
 //! A zone is `healthy` only when every desired instance is one of this deployment's tasks that
 //! Marathon sees passing its checks, Mesos reports running, and Consul lists passing (Consul
-//! lags the scheduler: a task not listed there yet is not serving yet); otherwise the state's `reason` names the source that
-//! disagrees and what it says. When a later deployment replaces the app in a zone (or the app is
+//! lags the scheduler: a task not listed there yet is not serving yet); otherwise the state's
+//! `reason` names the source that disagrees and what it says. When a later deployment replaces the app in a zone (or the app is
 //! removed), the earlier deployment's zone state is published deleted, with its last state: the
 //! persistence layer shows it superseded.
 //!

@@ -132,11 +132,13 @@ impl Consul {
                 &query,
             )
             .await?;
+        // Consul's rule: an index of 0 is never blocked on; a client resets it to 1.
         let index = answer
             .headers()
             .get("X-Consul-Index")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|i| i.max(1));
         let mut checks: Vec<WatchedCheck> = answer.json().await.map_err(PollError::from)?;
         checks.sort();
         Ok(Watched { index, checks })

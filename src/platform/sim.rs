@@ -107,22 +107,20 @@ impl Platform {
 
     /// Registers in Consul with `token` rather than each zone's configured one (a scheduler's
     /// integration has credentials of its own).
-    pub fn with_consul_token(mut self, token: &str) -> Self {
-        let mut zones = (*self.consul).clone();
-        for zone in zones.values_mut() {
-            zone.consul_token = Some(token.to_owned());
-        }
-        self.consul = Arc::new(zones);
-        self
+    pub fn with_consul_token(self, token: &str) -> Self {
+        self.with_each_zone(|zone| zone.consul_token = Some(token.to_owned()))
     }
 
     /// Registers the tasks on the Consul agent at `url` rather than each zone's configured one
     /// (the agent of the hosts the tasks run on, where that is another node of the datacenter).
-    pub fn registering_on(mut self, url: &str) -> Self {
+    pub fn registering_on(self, url: &str) -> Self {
+        self.with_each_zone(|zone| zone.consul = url.to_owned())
+    }
+
+    /// Every zone's Consul settings, as `change` leaves them.
+    fn with_each_zone(mut self, change: impl Fn(&mut ZoneConfig)) -> Self {
         let mut zones = (*self.consul).clone();
-        for zone in zones.values_mut() {
-            zone.consul = url.to_owned();
-        }
+        zones.values_mut().for_each(change);
         self.consul = Arc::new(zones);
         self
     }
@@ -132,7 +130,7 @@ impl Platform {
         let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = BTreeMap::new();
         for (zone, z) in zones.iter_mut() {
-            self.count_health_transitions(z);
+            self.end_finished_replacements(z);
             let scope = self.consul.get(zone).and_then(|c| c.consul_tag.clone());
             for (id, app) in &z.apps {
                 let mut tags = service_tags(&app.definition);
@@ -163,13 +161,13 @@ impl Platform {
     fn with_zone<T>(&self, zone: &str, f: impl FnOnce(&mut ZoneState) -> T) -> Option<T> {
         let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
         zones.get_mut(zone).map(|z| {
-            self.count_health_transitions(z);
+            self.end_finished_replacements(z);
             f(z)
         })
     }
 
     /// Ends the replacements whose new tasks all pass, as time passes.
-    fn count_health_transitions(&self, z: &mut ZoneState) {
+    fn end_finished_replacements(&self, z: &mut ZoneState) {
         // A replacement ends, as Marathon ends it, once every task of the new version passes:
         // only then are the older version's tasks killed.
         let mut finished = Vec::new();
