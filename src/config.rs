@@ -78,6 +78,104 @@ pub struct Config {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Who may call the API (service role).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: how the API authenticates its callers. The service role needs at least one way:
+/// static tokens and/or JWTs. Relative paths are relative to the directory mot runs in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Static tokens for bots and CI: a file of `[[tokens]]` entries, each holding a token's
+    /// SHA-256, its principal, teams, roles and environments (see `mot token new`).
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// JWTs (OIDC access tokens) from the company's identity provider.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    /// Mutating calls one principal may make per minute on one API instance (0: no limit).
+    #[serde(default = "AuthConfig::default_mutations_per_minute")]
+    pub mutations_per_minute: u32,
+    /// How many mutating calls a principal may make at once before the rate applies.
+    #[serde(default = "AuthConfig::default_mutation_burst")]
+    pub mutation_burst: u32,
+}
+
+impl AuthConfig {
+    fn default_mutations_per_minute() -> u32 {
+        600
+    }
+    fn default_mutation_burst() -> u32 {
+        100
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens_file: None,
+            jwt: None,
+            mutations_per_minute: Self::default_mutations_per_minute(),
+            mutation_burst: Self::default_mutation_burst(),
+        }
+    }
+}
+
+/// `[auth.jwt]`: the identity provider's access tokens.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must include.
+    pub audience: String,
+    /// The provider's public keys (a JWKS document) from a file ...
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// ... or from a URL, cached and re-read every `jwks_refresh_secs`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default = "JwtConfig::default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "JwtConfig::default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// The claim naming the principal.
+    #[serde(default = "JwtConfig::default_principal_claim")]
+    pub principal_claim: String,
+    /// The claim listing its teams (an array, or space-separated words; dotted paths reach into
+    /// objects, e.g. `realm_access.groups`).
+    #[serde(default = "JwtConfig::default_teams_claim")]
+    pub teams_claim: String,
+    /// The claim listing its roles; `viewer`, `deployer` and `admin` count, others are ignored.
+    #[serde(default = "JwtConfig::default_roles_claim")]
+    pub roles_claim: String,
+    /// The claim listing the environments it may change.
+    #[serde(default = "JwtConfig::default_environments_claim")]
+    pub environments_claim: String,
+}
+
+impl JwtConfig {
+    fn default_jwks_refresh_secs() -> u64 {
+        300
+    }
+    fn default_leeway_secs() -> u64 {
+        60
+    }
+    fn default_principal_claim() -> String {
+        "sub".into()
+    }
+    fn default_teams_claim() -> String {
+        "groups".into()
+    }
+    fn default_roles_claim() -> String {
+        "roles".into()
+    }
+    fn default_environments_claim() -> String {
+        "environments".into()
+    }
 }
 
 /// `[telemetry]`: logs and traces. Unset fields fall back to the standard `OTEL_*` variables.
@@ -429,6 +527,36 @@ impl Config {
                 "web.listen".into(),
                 format!("`{}` is not `ip:port`: {e}", self.web.listen),
             );
+        }
+
+        let auth = &self.auth;
+        if self.runs(Role::Service) && auth.tokens_file.is_none() && auth.jwt.is_none() {
+            bad(
+                "auth".into(),
+                "the service role authenticates every call: set auth.tokens_file and/or [auth.jwt]"
+                    .into(),
+            );
+        }
+        if let Some(jwt) = &auth.jwt {
+            if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
+                bad(
+                    "auth.jwt".into(),
+                    "set exactly one of jwks_file and jwks_url".into(),
+                );
+            }
+            if let Some(url) = &jwt.jwks_url {
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    bad(
+                        "auth.jwt.jwks_url".into(),
+                        "must be an http:// or https:// URL".into(),
+                    );
+                }
+            }
+            for (field, value) in [("issuer", &jwt.issuer), ("audience", &jwt.audience)] {
+                if value.trim().is_empty() {
+                    bad(format!("auth.jwt.{field}"), "must not be empty".into());
+                }
+            }
         }
 
         let c = &self.cassandra;

@@ -241,6 +241,16 @@ fn reload(path: &Path, running: &Config) -> anyhow::Result<Topology> {
     if config.cassandra.keyspace != running.cassandra.keyspace {
         anyhow::bail!("cassandra.keyspace changes only with a restart");
     }
+    if config.runs(Role::Service) {
+        // A tokens file that does not read refuses the whole reload.
+        crate::auth::tokens::Tokens::from_config(&config.auth)?;
+        let jwt = |c: &Config| serde_json::to_string(&c.auth.jwt).unwrap_or_default();
+        if jwt(&config) != jwt(running) {
+            anyhow::bail!(
+                "[auth.jwt] changes only with a restart (a reload re-reads its jwks_file)"
+            );
+        }
+    }
     Ok(Topology::checked(&config)?)
 }
 

@@ -7,6 +7,7 @@
 //!   the central region, routes), validated so that a bad field is named;
 //! - [`topics`]: names that cannot be invalid, and the Kafka clients built from the topology;
 //! - [`web`]: the service layer's HTTP API (actix-web);
+//! - [`auth`]: who calls the API (static tokens, JWTs), what each may do, the rate limit;
 //! - [`models`]: the records on the topics: the envelope and the payloads;
 //! - [`actors`]: the agents, each an actix actor supervised per region;
 //! - [`platform`]: clients of the schedulers and service catalogs, and their simulator;
@@ -14,6 +15,7 @@
 //! - [`daemon`]: `mot run`, the long-running process that starts the roles a config names.
 
 pub mod actors;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod models;

@@ -60,6 +60,35 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Make static API tokens (for bots and CI).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token on stdout, and append its entry (its SHA-256, never the token)
+    /// to the tokens file, or print the entry on stderr without `--tokens-file`. The running
+    /// API accepts it after a reload (SIGHUP).
+    New {
+        /// Who the token stands for (shown in the audit log and as `requested_by`).
+        #[arg(long)]
+        principal: String,
+        /// A team it acts for (repeat for several; the first gets the new apps it deploys).
+        #[arg(long = "team")]
+        teams: Vec<String>,
+        /// viewer, deployer or admin (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// An environment whose regions it may change (repeat; `*` for all).
+        #[arg(long = "environment")]
+        environments: Vec<String>,
+        /// The tokens file to append the entry to (auth.tokens_file).
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,9 +217,64 @@ fn run(config: &std::path::Path) -> anyhow::Result<()> {
     result
 }
 
+/// `mot token new`.
+fn new_token(
+    principal: String,
+    teams: Vec<String>,
+    roles: Vec<String>,
+    environments: Vec<String>,
+    tokens_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use mot::auth::{tokens, Principal, Role};
+    let roles = roles
+        .iter()
+        .map(|r| {
+            Role::parse(r).with_context(|| format!("--role {r}: not viewer, deployer or admin"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let principal = Principal {
+        name: principal,
+        teams,
+        roles,
+        environments: environments.into_iter().collect(),
+    };
+    let token = tokens::generate();
+    let entry = tokens::entry(&token, &principal);
+    // The entry must read back as the principal it was made for.
+    anyhow::ensure!(
+        tokens::Tokens::parse(&entry)?.principal(&token).as_ref() == Some(&principal),
+        "the entry does not read back"
+    );
+    match tokens_file {
+        Some(path) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            writeln!(file, "\n{entry}")?;
+            tokens::Tokens::load(&path)?;
+        }
+        None => eprint!("{entry}"),
+    }
+    println!("{token}");
+    Ok(())
+}
+
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => run(&config),
+        Command::Token {
+            command:
+                TokenCommand::New {
+                    principal,
+                    teams,
+                    roles,
+                    environments,
+                    tokens_file,
+                },
+        } => new_token(principal, teams, roles, environments, tokens_file),
         Command::Migrate { config, migrations } => {
             let config = Config::load(&config)?;
             let migrations = match migrations {

@@ -65,7 +65,7 @@ async fn run_serves_healthz_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/healthz");
-    let client = reqwest::Client::new();
+    let client = common::api_client().build().unwrap();
     let mut answer = None;
     // Start-up ensures topics on four clusters, which a freshly started broker takes a while for.
     for _ in 0..1200 {

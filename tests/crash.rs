@@ -114,7 +114,7 @@ impl Crashable {
             );
             actix_web::rt::spawn(platform.server(listener).unwrap());
         }
-        let http = reqwest::Client::builder()
+        let http = common::api_client()
             .pool_idle_timeout(Duration::from_secs(1))
             .build()
             .unwrap();

@@ -80,7 +80,7 @@ async fn sighup_adds_a_region_with_its_own_cluster_and_its_deployments_flow_with
 
     let logs = tempfile::NamedTempFile::new().unwrap();
     let mut child = common::spawn_mot_logging_to(file.path(), logs.reopen().unwrap());
-    let http = reqwest::Client::builder()
+    let http = common::api_client()
         .pool_idle_timeout(Duration::from_secs(1))
         .build()
         .unwrap();

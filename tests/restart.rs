@@ -47,7 +47,7 @@ async fn sigterm_mid_flow_then_restart_loses_no_accepted_request_and_repeats_non
     );
     actix_web::rt::spawn(platform.server(sim).unwrap());
 
-    let http = reqwest::Client::builder()
+    let http = common::api_client()
         .pool_idle_timeout(Duration::from_secs(1))
         .build()
         .unwrap();

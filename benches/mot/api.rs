@@ -23,6 +23,8 @@ async fn wrk(url: &str, seconds: u64) -> (f64, f64, f64) {
             &format!("-c{CONNECTIONS}"),
             &format!("-d{seconds}s"),
             "--latency",
+            "-H",
+            &format!("Authorization: Bearer {}", crate::admin_token()),
             url,
         ])
         .output()
@@ -107,7 +109,7 @@ pub async fn run(env: &Env, url: &str, id: Uuid, projections: &Projections) -> S
         "api",
         "API reads",
         &format!(
-            "A two-region deployment (6 zones, 12 instances) from the end-to-end benchmark. wrk, \
+            "A two-region deployment (6 zones, 12 instances) from the end-to-end benchmark. wrk (as the dev admin: a static token), \
              {CONNECTIONS} connections on 2 threads for {seconds} s, against the API in the bench \
              process (actix-web, 2 workers); the baseline issues the queries the route issues \
              (`deployments`, `deployment_zones`, `region_freshness`; for instances `deployments`, \

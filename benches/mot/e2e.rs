@@ -239,7 +239,13 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
         )
         .unwrap(),
     );
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", crate::admin_token()).parse().unwrap(),
+    );
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .unwrap();

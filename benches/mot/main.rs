@@ -117,6 +117,17 @@ pub fn on_own_thread(
     (address, arbiter)
 }
 
+/// The dev admin's API token (dev/tokens.env, which dev/infra makes).
+pub fn admin_token() -> String {
+    let text = std::fs::read_to_string("dev/tokens.env")
+        .expect("dev/tokens.env: run dev/infra tokens (dev/bench does)");
+    text.lines()
+        .find_map(|l| l.strip_prefix("MOT_TOKEN_ADMIN="))
+        .expect("dev/tokens.env has MOT_TOKEN_ADMIN")
+        .trim()
+        .to_owned()
+}
+
 /// Waits until `done` holds, polling every millisecond; `None` after `timeout`.
 pub async fn until(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<()> {
     let deadline = std::time::Instant::now() + timeout;

@@ -635,6 +635,7 @@ impl RolloutAgent {
                     .collect(),
                 strategy: None,
                 rollback_of: Some(r.id()),
+                requested_by: None,
             };
             let envelope = Envelope::derived(
                 Kind::Requested,
@@ -1134,6 +1135,7 @@ mod tests {
                     on_failure,
                 }),
                 rollback_of: None,
+                requested_by: None,
             },
         )
     }

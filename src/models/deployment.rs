@@ -94,6 +94,10 @@ pub struct DeploymentRequested {
     /// The deployment this one rolls back (it puts an earlier deployment's spec back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<Uuid>,
+    /// The principal that asked for it (absent for one mot made itself, such as a rollout's
+    /// automatic rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// What one region is asked to do (on `mot-deployment-launch-events-<env>-<region>`, key: the

@@ -1,6 +1,7 @@
 //! Cassandra: the session every reader and writer of the projections shares, and the schema
 //! migrations (`mot migrate`) that shape the tables after the API's reads.
 
+pub mod access;
 pub mod migrate;
 pub mod projections;
 pub mod requests;

@@ -6,6 +6,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::access::Caller;
 use super::error::ApiError;
 use super::AppState;
 use crate::models::envelope::now_us;
@@ -24,10 +25,12 @@ fn read_failed(e: impl std::fmt::Display) -> ApiError {
 }
 
 pub async fn get_config(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let app = app_name(&path)?;
+    state.may_read(&caller, app.as_str()).await?;
     match state
         .projections
         .app_config(app.as_str())
@@ -51,12 +54,16 @@ pub async fn get_config(
 }
 
 pub async fn put_config(
+    caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let app = app_name(&path)?;
+    state
+        .may_change(&caller, app.as_str(), false, &[], |_| String::new())
+        .await?;
     if body.len() > MAX_CONFIG_BYTES {
         return Err(ApiError::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,

@@ -15,6 +15,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::access::Caller;
 use super::app_config::app_name;
 use super::error::ApiError;
 use super::list_deployments::list_deployments;
@@ -34,6 +35,7 @@ fn read_failed(e: impl std::fmt::Display) -> ApiError {
 
 /// `GET /apps/{app}/deployments`: the listing of `GET /deployments`, for one app.
 pub async fn app_deployments(
+    caller: Caller,
     path: web::Path<String>,
     raw: web::Query<BTreeMap<String, String>>,
     state: web::Data<AppState>,
@@ -48,7 +50,7 @@ pub async fn app_deployments(
         ));
     }
     query.insert("app".into(), app.as_str().into());
-    list_deployments(web::Query(query), state).await
+    list_deployments(caller, web::Query(query), state).await
 }
 
 /// When a deployment ran in one zone: from `since_us`, until `until_us` if it ended.
@@ -86,9 +88,9 @@ pub fn stints(events: &[EventRow]) -> BTreeMap<(String, String), Stint> {
     out
 }
 
-/// Parses an RFC 3339 time into microseconds since the epoch.
-fn parse_at(raw: Option<&String>) -> Result<i64, ApiError> {
-    let bad = |why: &str| ApiError::bad_field("invalid_query", "at", why);
+/// Parses an RFC 3339 time (query parameter `field`) into microseconds since the epoch.
+pub(super) fn parse_time(field: &str, raw: Option<&String>) -> Result<i64, ApiError> {
+    let bad = |why: &str| ApiError::bad_field("invalid_query", field.to_owned(), why);
     let raw = raw.ok_or_else(|| bad("required: an RFC 3339 time, e.g. 2026-12-01T12:00:00Z"))?;
     let at = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
         .map_err(|e| bad(&format!("not an RFC 3339 time ({e})")))?;
@@ -97,11 +99,13 @@ fn parse_at(raw: Option<&String>) -> Result<i64, ApiError> {
 
 /// `GET /apps/{app}/history?at=`.
 pub async fn app_history(
+    caller: Caller,
     path: web::Path<String>,
     raw: web::Query<BTreeMap<String, String>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let app = app_name(&path)?;
+    state.may_read(&caller, app.as_str()).await?;
     if let Some(unknown) = raw.keys().find(|k| k.as_str() != "at") {
         return Err(ApiError::bad_field(
             "invalid_query",
@@ -110,7 +114,7 @@ pub async fn app_history(
         ));
     }
     let at_raw = raw.get("at");
-    let at_us = parse_at(at_raw)?;
+    let at_us = parse_time("at", at_raw)?;
     let projections = &state.projections;
     let mut ids: Vec<Uuid> = Vec::new();
     let mut paging = scylla::response::PagingState::start();
@@ -227,15 +231,15 @@ mod tests {
     #[test]
     fn at_is_an_rfc_3339_time() {
         assert_eq!(
-            parse_at(Some(&"1970-01-01T00:00:01.5Z".to_owned())).unwrap(),
+            parse_time("at", Some(&"1970-01-01T00:00:01.5Z".to_owned())).unwrap(),
             1_500_000
         );
         assert_eq!(
-            parse_at(Some(&"1970-01-01T01:00:00+01:00".to_owned())).unwrap(),
+            parse_time("at", Some(&"1970-01-01T01:00:00+01:00".to_owned())).unwrap(),
             0
         );
-        let bad = parse_at(Some(&"yesterday".to_owned())).unwrap_err();
+        let bad = parse_time("at", Some(&"yesterday".to_owned())).unwrap_err();
         assert_eq!(bad.fields[0].field, "at");
-        assert!(parse_at(None).is_err());
+        assert!(parse_time("at", None).is_err());
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::access::{self, Caller};
 use super::error::{ApiError, FieldProblem};
 use super::AppState;
 use crate::models::deployment::{RemovalRequested, Target};
@@ -28,6 +29,7 @@ struct Query {
 }
 
 pub async fn delete_app(
+    caller: Caller,
     request: HttpRequest,
     path: web::Path<String>,
     raw: web::Query<BTreeMap<String, String>>,
@@ -43,12 +45,14 @@ pub async fn delete_app(
     let query = Query {
         regions: raw.get("regions").cloned(),
     };
-    remove(path.into_inner(), query, state)
+    remove(caller, request, path.into_inner(), query, state)
         .instrument(span)
         .await
 }
 
 async fn remove(
+    caller: Caller,
+    request: HttpRequest,
     raw_app: String,
     query: Query,
     state: web::Data<AppState>,
@@ -95,6 +99,21 @@ async fn remove(
             targets
         }
     };
+    let regions: Vec<RegionName> = targets.iter().map(|t| t.region.clone()).collect();
+    access::note(&request, |s| {
+        s.app = Some(app.to_string());
+        s.regions = regions.iter().map(ToString::to_string).collect();
+    });
+    let named = query.regions.is_some();
+    state
+        .may_change(&caller, app.as_str(), false, &regions, |i| {
+            if named {
+                format!("regions[{i}]")
+            } else {
+                "regions".into()
+            }
+        })
+        .await?;
     let (deployed, _) = state
         .projections
         .deployment_ids(Some(app.as_str()), "", 1, PagingState::start())

@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::access::Caller;
 use super::error::ApiError;
 use super::AppState;
 use crate::actors::region_heartbeat::HEARTBEAT_INTERVAL;
@@ -179,6 +180,7 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
         "rollout_reason": rollout.as_ref().and_then(|r| r.reason.as_deref()),
         "rollbacks": rollout.as_ref().map(|r| &r.rollbacks),
         "rollback_of": request.as_ref().and_then(|r| r.rollback_of),
+        "requested_by": request.as_ref().and_then(|r| r.requested_by.as_deref()),
         "targets": row.targets,
         "created_at_ms": row.created_ms,
         "last_event_ms": last_event,
@@ -189,47 +191,61 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<Option<Value>, ApiError>
 }
 
 pub async fn get_deployment(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     match view(&state, id).await? {
-        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        Some(view) => {
+            state
+                .may_read(&caller, view["app"].as_str().unwrap_or_default())
+                .await?;
+            Ok(HttpResponse::Ok().json(view))
+        }
         None => Err(not_found(id)),
     }
 }
 
-/// Answers 404 unless deployment `id` exists.
-async fn exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    match state
+/// Answers 404 unless deployment `id` exists, 403 unless `caller` may read its app; who asked
+/// for it.
+async fn readable(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<String>, ApiError> {
+    let row = state
         .projections
         .deployment(id)
         .await
         .map_err(read_failed)?
-    {
-        Some(_) => Ok(()),
-        None => Err(not_found(id)),
-    }
+        .ok_or_else(|| not_found(id))?;
+    state.may_read(caller, &row.app).await?;
+    Ok(serde_json::from_str::<DeploymentRequested>(&row.request)
+        .ok()
+        .and_then(|r| r.requested_by))
 }
 
 pub async fn get_instances(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    exists(&state, id).await?;
+    readable(&state, &caller, id).await?;
     let instances = state.projections.instances(id).await.map_err(read_failed)?;
     Ok(HttpResponse::Ok().json(json!({ "deployment_id": id, "instances": instances })))
 }
 
 pub async fn get_events(
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    exists(&state, id).await?;
+    let requested_by = readable(&state, &caller, id).await?;
     let events = state.projections.events(id).await.map_err(read_failed)?;
-    Ok(HttpResponse::Ok().json(json!({ "deployment_id": id, "events": events })))
+    Ok(HttpResponse::Ok().json(json!({
+        "deployment_id": id,
+        "requested_by": requested_by,
+        "events": events,
+    })))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use scylla::response::PagingState;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::access::Caller;
 use super::error::{ApiError, FieldProblem};
 use super::get_deployment::view;
 use super::AppState;
@@ -134,10 +135,16 @@ fn parse(raw: &BTreeMap<String, String>) -> Result<Query, ApiError> {
 }
 
 pub async fn list_deployments(
+    caller: Caller,
     raw: web::Query<BTreeMap<String, String>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse(&raw)?;
+    if let Some(app) = &q.app {
+        state.may_read(&caller, app.as_str()).await?;
+    }
+    // Whether the caller sees each app met, asked of Cassandra once per app.
+    let mut visible: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let read_failed = |e| ApiError::cassandra("listing deployments", &e);
     let (mut month, mut paging) = match &q.cursor {
         Some(c) => (c.m.clone(), c.p.as_deref().and_then(unhex)),
@@ -168,6 +175,19 @@ pub async fn list_deployments(
             let Some(v) = view(&state, id).await? else {
                 continue;
             };
+            let app = v["app"].as_str().unwrap_or_default().to_owned();
+            let seen_by_caller = match visible.get(&app) {
+                Some(seen) => *seen,
+                None => {
+                    let seen =
+                        caller.sees_all() || caller.may_read(state.owners(&app).await?.as_ref());
+                    visible.insert(app, seen);
+                    seen
+                }
+            };
+            if !seen_by_caller {
+                continue;
+            }
             let region_ok = q.region.as_ref().is_none_or(|r| {
                 v["targets"]
                     .as_array()

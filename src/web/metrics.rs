@@ -20,6 +20,26 @@ type RequestTotals = (AtomicU64, AtomicU64);
 /// One agent counter: its name, help text, and how to read it.
 type Series = (&'static str, &'static str, fn(&CountersSnapshot) -> u64);
 
+/// The method label of a request: a standard method's name, `other` for anything else, so a
+/// client cannot make up label values (route labels are the matched pattern or `unmatched`).
+pub fn method_label(method: &actix_web::http::Method) -> String {
+    use actix_web::http::Method;
+    const KNOWN: [Method; 7] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+    ];
+    if KNOWN.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 /// Requests served, by route pattern, method and status.
 #[derive(Debug, Default, Clone)]
 pub struct HttpMetrics {

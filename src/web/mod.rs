@@ -1,8 +1,11 @@
 //! The service layer's HTTP API (actix-web): one file per route, errors in [`error`], shared
 //! state (the central cluster's producer, the Cassandra session and statements) in [`AppState`].
 
+mod access;
 mod app_config;
 mod app_history;
+mod app_owners;
+mod audit;
 mod delete_app;
 pub mod error;
 mod get_deployment;
@@ -46,6 +49,10 @@ pub struct AppState {
     requests: store::requests::Requests,
     /// The projections the reads are served from.
     projections: store::projections::Projections,
+    /// Who is calling: static tokens, JWTs, the rate limit.
+    auth: crate::auth::Authenticator,
+    /// Who owns each app, and the audit log.
+    access: store::access::Access,
 }
 
 /// How long the API waits for Kafka to acknowledge a request before answering 503.
@@ -68,6 +75,10 @@ impl AppState {
         let projections = store::projections::Projections::prepare(session.clone(), ks)
             .await
             .map_err(|e| anyhow::anyhow!("preparing the api's reads: {e}"))?;
+        let access = store::access::Access::prepare(session.clone(), ks)
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing the api's owner and audit statements: {e}"))?;
+        let auth = crate::auth::Authenticator::from_config(&config.auth)?;
         let producer = topology
             .central_home()
             .producer_with_timeout(PRODUCE_TIMEOUT)?;
@@ -76,6 +87,8 @@ impl AppState {
             producer,
             requests,
             projections,
+            auth,
+            access,
         })
     }
 
@@ -87,8 +100,12 @@ impl AppState {
             .clone()
     }
 
-    /// Checks requests against `topology` from now on.
+    /// Checks requests against `topology` from now on, and re-reads its `[auth]` files (the
+    /// tokens file, a JWKS file); when they cannot be read, the tokens and keys it had stay.
     pub fn set_topology(&self, topology: Topology) {
+        if let Err(e) = self.auth.reload(&topology.config().auth) {
+            tracing::error!(error = %format!("{e:#}"), "auth files not reloaded; keeping the tokens and keys in use");
+        }
         *self.topology.write().unwrap_or_else(|p| p.into_inner()) = topology;
     }
 
@@ -258,10 +275,13 @@ pub const SERVICE_ROUTES: &[(&str, &str)] = &[
     ("GET", "/apps/{app}/history"),
     ("GET", "/apps/{app}/config"),
     ("PUT", "/apps/{app}/config"),
+    ("GET", "/apps/{app}/owners"),
+    ("PUT", "/apps/{app}/owners"),
+    ("GET", "/audit"),
 ];
 
 /// Their handlers, in order; the method is the table's.
-fn service_routes() -> [actix_web::Route; 14] {
+fn service_routes() -> [actix_web::Route; 17] {
     [
         web::route().to(post_deployment::post_deployment),
         web::route().to(list_deployments::list_deployments),
@@ -277,6 +297,9 @@ fn service_routes() -> [actix_web::Route; 14] {
         web::route().to(app_history::app_history),
         web::route().to(app_config::get_config),
         web::route().to(app_config::put_config),
+        web::route().to(app_owners::get_owners),
+        web::route().to(app_owners::put_owners),
+        web::route().to(audit::get_audit),
     ]
 }
 
@@ -304,9 +327,10 @@ pub fn server(
             .app_data(registry.clone())
             .app_data(readiness.clone())
             .app_data(http_metrics.clone())
+            .wrap(actix_web::middleware::from_fn(access::guard))
             .wrap_fn(move |req, srv| {
                 let started = std::time::Instant::now();
-                let method = req.method().to_string();
+                let method = metrics::method_label(req.method());
                 let recorder = recorder.clone();
                 let call = actix_web::dev::Service::call(srv, req);
                 async move {

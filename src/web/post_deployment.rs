@@ -16,8 +16,10 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::access::{self, Caller};
 use super::error::{ApiError, FieldProblem};
 use super::AppState;
+use crate::auth::Principal;
 use crate::models::deployment::{
     DeploymentRequested, DeploymentSpec, DriftPolicy, HealthCheck, Resources, Target,
 };
@@ -108,15 +110,19 @@ pub struct Accepted {
 }
 
 pub async fn post_deployment(
+    caller: Caller,
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let span = super::server_span(&request, "/deployments");
-    accept(request, payload, state).instrument(span).await
+    accept(caller, request, payload, state)
+        .instrument(span)
+        .await
 }
 
 async fn accept(
+    caller: Caller,
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -125,7 +131,17 @@ async fn accept(
     let bytes = read_limited(payload, MAX_BODY_BYTES).await?;
     let body = parse(&bytes)?;
     let (spec, targets, strategy) = validate(body, &state)?;
-    let idempotency_key = idempotency_key(&request)?;
+    let regions: Vec<RegionName> = targets.iter().map(|t| t.region.clone()).collect();
+    access::note(&request, |s| {
+        s.app = Some(spec.app.to_string());
+        s.regions = regions.iter().map(ToString::to_string).collect();
+    });
+    state
+        .may_change(&caller, spec.app.as_str(), true, &regions, |i| {
+            format!("targets[{i}].region")
+        })
+        .await?;
+    let idempotency_key = idempotency_key(&request, &caller)?;
 
     let (id, already_logged, generation) = match &idempotency_key {
         None => (
@@ -144,6 +160,7 @@ async fn accept(
             (claim.id, claim.logged, claim.generation)
         }
     };
+    access::note(&request, |s| s.deployment = Some(id));
     let requested = DeploymentRequested {
         id,
         generation,
@@ -151,6 +168,7 @@ async fn accept(
         targets,
         strategy,
         rollback_of: None,
+        requested_by: Some(caller.name.clone()),
     };
     // Keyed by the app: the fan-out reads an app's requests in the order they were logged.
     let envelope = Envelope::new(
@@ -609,7 +627,12 @@ fn validate_strategy(
     })
 }
 
-pub(crate) fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+/// The request's `Idempotency-Key`, scoped to the caller: one principal's key never stands for
+/// another principal's request.
+pub(crate) fn idempotency_key(
+    request: &HttpRequest,
+    caller: &Principal,
+) -> Result<Option<String>, ApiError> {
     let Some(value) = request.headers().get("Idempotency-Key") else {
         return Ok(None);
     };
@@ -621,7 +644,7 @@ pub(crate) fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, A
             "must be 1 to 255 visible ASCII characters",
         ));
     }
-    Ok(Some(key.to_owned()))
+    Ok(Some(format!("{}/{key}", caller.name)))
 }
 
 /// A digest of what was asked, to tell a retry from a different request reusing a key.

@@ -12,6 +12,7 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::access::{self, Caller};
 use super::error::{ApiError, FieldProblem};
 use super::post_deployment::{check_content_type, parse, read_limited};
 use super::AppState;
@@ -29,16 +30,20 @@ struct Body {
 }
 
 pub async fn post_traffic(
+    caller: Caller,
     request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let span = super::server_span(&request, "/deployments/{id}/traffic");
-    switch(request, path, payload, state).instrument(span).await
+    switch(caller, request, path, payload, state)
+        .instrument(span)
+        .await
 }
 
 async fn switch(
+    caller: Caller,
     request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -95,6 +100,23 @@ async fn switch(
             regions
         }
     };
+    access::note(&request, |s| {
+        s.app = Some(row.app.clone());
+        s.regions = regions.iter().map(ToString::to_string).collect();
+    });
+    // The field of a refused region: where the body names it, or the deployment's target.
+    let names = body.regions.clone();
+    state
+        .may_change(&caller, &row.app, false, &regions, |i| {
+            match names
+                .as_ref()
+                .and_then(|n| n.iter().position(|name| name == regions[i].as_str()))
+            {
+                Some(j) => format!("regions[{j}]"),
+                None => format!("targets[{i}].region"),
+            }
+        })
+        .await?;
     let now = now_us();
     for region in &regions {
         // Keyed by the app, like its launches: one partition holds an app's launches and traffic

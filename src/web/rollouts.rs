@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::access::{self, Caller};
 use super::app_config::app_name;
 use super::error::{ApiError, FieldProblem};
 use super::post_deployment::{check_content_type, idempotency_key, parse, read_limited};
@@ -38,28 +39,44 @@ fn conflict(message: String) -> ApiError {
 }
 
 pub async fn resume(
+    caller: Caller,
     request: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let span = super::server_span(&request, "/deployments/{id}/resume");
-    control(path.into_inner(), RolloutAction::Resume, state)
-        .instrument(span)
-        .await
+    control(
+        caller,
+        request,
+        path.into_inner(),
+        RolloutAction::Resume,
+        state,
+    )
+    .instrument(span)
+    .await
 }
 
 pub async fn cancel(
+    caller: Caller,
     request: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let span = super::server_span(&request, "/deployments/{id}/cancel");
-    control(path.into_inner(), RolloutAction::Cancel, state)
-        .instrument(span)
-        .await
+    control(
+        caller,
+        request,
+        path.into_inner(),
+        RolloutAction::Cancel,
+        state,
+    )
+    .instrument(span)
+    .await
 }
 
 async fn control(
+    caller: Caller,
+    request: HttpRequest,
     raw_id: String,
     action: RolloutAction,
     state: web::Data<AppState>,
@@ -74,6 +91,16 @@ async fn control(
             format!("no deployment {id}"),
         ));
     };
+    let regions = target_regions(&row.targets);
+    access::note(&request, |s| {
+        s.app = Some(row.app.clone());
+        s.regions = row.targets.clone();
+    });
+    state
+        .may_change(&caller, &row.app, false, &regions, |i| {
+            format!("targets[{i}].region")
+        })
+        .await?;
     let Some(rollout) = p.rollout(id).await.map_err(read_failed)? else {
         return Err(conflict(format!(
             "deployment {id} has no rollout under way (it has no strategy, or its rollout has not started yet)"
@@ -138,19 +165,30 @@ struct RollbackBody {
     regions: Option<Vec<String>>,
 }
 
+/// A deployment row's target regions (names that do not parse, which mot never writes, are
+/// skipped).
+pub(crate) fn target_regions(targets: &[String]) -> Vec<RegionName> {
+    targets
+        .iter()
+        .filter_map(|r| RegionName::parse(r).ok())
+        .collect()
+}
+
 pub async fn rollback(
+    caller: Caller,
     request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let span = super::server_span(&request, "/apps/{app}/rollback");
-    roll_back(request, path.into_inner(), payload, state)
+    roll_back(caller, request, path.into_inner(), payload, state)
         .instrument(span)
         .await
 }
 
 async fn roll_back(
+    caller: Caller,
     request: HttpRequest,
     raw_app: String,
     payload: web::Payload,
@@ -164,7 +202,7 @@ async fn roll_back(
         check_content_type(&request)?;
         parse(&bytes)?
     };
-    let key = idempotency_key(&request)?;
+    let key = idempotency_key(&request, &caller)?;
     let p = &state.projections;
     let (newest, _) = p
         .deployment_ids(Some(app.as_str()), "", 1, PagingState::start())
@@ -234,6 +272,19 @@ async fn roll_back(
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
+    access::note(&request, |s| {
+        s.regions = regions.iter().map(ToString::to_string).collect();
+    });
+    let named = body.regions.is_some();
+    state
+        .may_change(&caller, app.as_str(), false, &regions, |i| {
+            if named {
+                format!("regions[{i}]")
+            } else {
+                format!("targets[{i}].region")
+            }
+        })
+        .await?;
 
     // What goes back where: the named deployment everywhere, or each region's previous healthy
     // one.
@@ -321,6 +372,7 @@ async fn roll_back(
                 targets,
                 strategy: None,
                 rollback_of: Some(newest.id),
+                requested_by: Some(caller.name.clone()),
             },
         );
         if !logged {

@@ -262,7 +262,7 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &Ow
         // No pooled connections: a connection the server (the API, a zone's simulator) is
         // closing is never reused under a request (hyper's UnexpectedMessage). Loopback
         // connects cost nothing here.
-        http: reqwest::Client::builder()
+        http: super::api_client()
             .pool_max_idle_per_host(0)
             .build()
             .unwrap(),

@@ -5,6 +5,7 @@
 //! regions and keyspaces.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod consul;
 pub mod flow;
 
@@ -50,6 +51,55 @@ pub fn dev_toml_with(replacements: &[(&str, &str)]) -> tempfile::NamedTempFile {
     file
 }
 
+/// The dev principals' API tokens, from dev/tokens.env (dev/infra makes it; the dev config's
+/// tokens file holds their hashes).
+pub struct DevTokens {
+    /// `dev-admin`: admin, team platform, every environment.
+    pub admin: String,
+    /// `dev-checkout`: deployer, team checkout, test and production.
+    pub checkout: String,
+    /// `dev-checkout-nonprod`: deployer, team checkout, test only.
+    pub nonprod: String,
+    /// `dev-viewer`: viewer of every team.
+    pub viewer: String,
+}
+
+pub fn dev_tokens() -> &'static DevTokens {
+    static TOKENS: std::sync::OnceLock<DevTokens> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(|| {
+        let text = std::fs::read_to_string(repo_path("dev/tokens.env"))
+            .expect("dev/tokens.env: run dev/infra tokens (dev/test and dev/run do)");
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("dev/tokens.env has no {name}"))
+                .trim()
+                .to_owned()
+        };
+        DevTokens {
+            admin: var("MOT_TOKEN_ADMIN"),
+            checkout: var("MOT_TOKEN_CHECKOUT"),
+            nonprod: var("MOT_TOKEN_NONPROD"),
+            viewer: var("MOT_TOKEN_VIEWER"),
+        }
+    })
+}
+
+/// An HTTP client that sends `Authorization: Bearer <token>` on every request.
+pub fn client_as(token: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder().default_headers(headers)
+}
+
+/// An HTTP client of the dev admin: what the tests that are not about access use.
+pub fn api_client() -> reqwest::ClientBuilder {
+    client_as(&dev_tokens().admin)
+}
+
 /// The `mot` binary built for this test run.
 pub fn mot_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mot")
@@ -65,7 +115,8 @@ pub fn unique_region() -> String {
 pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     let dev = dev_config();
     let mut text = String::from(
-        "[cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"mot\"\nreplication_factor = 1\n\n\
+        "[auth]\ntokens_file = \".mot/auth/tokens.toml\"\n\n\
+         [cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"mot\"\nreplication_factor = 1\n\n\
          [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"production-us-east-1\"\n\n\
          [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\n",
     );
