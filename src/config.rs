@@ -15,6 +15,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics::names::{ClusterName, RegionName, TopicBase, ZoneName};
 
+/// A secret the configuration holds (a token, a password): its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::secrets::REDACTED)
+    }
+}
+
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -81,6 +103,24 @@ pub struct Config {
     /// Who may call the API (service role).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The keys that seal `secret_env` values (service and regional roles).
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]`: the keyring that seals `secret_env` values (see `mot::secrets`): `<id>=<base64 of
+/// 32 bytes>` entries, the first sealing, all opening. The API seals with it; the regional
+/// agents open with it for the scheduler call. Without one, requests with `secret_env` are
+/// refused.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// A file of entries, one per line (`mot secrets new-key` makes one).
+    #[serde(default)]
+    pub keyring_file: Option<PathBuf>,
+    /// ... or the environment variable holding them, comma-separated.
+    #[serde(default)]
+    pub keyring_env: Option<String>,
 }
 
 /// `[auth]`: how the API authenticates its callers. The service role needs at least one way:
@@ -409,7 +449,7 @@ pub struct ZoneConfig {
     /// The ACL token mot presents to the zone's Consul (`X-Consul-Token`): reading the catalog and
     /// health needs `service:read` and `node:read`, traffic changes `service:write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consul_token: Option<String>,
+    pub consul_token: Option<Secret>,
 }
 
 /// Who carries a route.
@@ -557,6 +597,13 @@ impl Config {
                     bad(format!("auth.jwt.{field}"), "must not be empty".into());
                 }
             }
+        }
+
+        if self.secrets.keyring_file.is_some() && self.secrets.keyring_env.is_some() {
+            bad(
+                "secrets".into(),
+                "set keyring_file or keyring_env, not both".into(),
+            );
         }
 
         let c = &self.cassandra;
@@ -772,6 +819,30 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let config = load(&dev_toml()).unwrap();
+        let token = "6d6f7400-0000-4000-8000-00000000c0de";
+        let zone = &config.regions[1].zones[0];
+        assert_eq!(zone.consul_token.as_ref().map(Secret::expose), Some(token));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains(token) && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let consul = format!("{:?}", crate::platform::consul::Consul::of(zone));
+        assert!(!consul.contains(token), "{consul}");
+    }
+
+    #[test]
+    fn a_service_without_auth_is_refused() {
+        let text = dev_toml().replace("tokens_file = \".mot/auth/tokens.toml\"", "");
+        let Err(ConfigError::Invalid { problems, .. }) = load(&text) else {
+            panic!("accepted")
+        };
+        assert_eq!(problems[0].field, "auth", "{problems:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`topics`]: names that cannot be invalid, and the Kafka clients built from the topology;
 //! - [`web`]: the service layer's HTTP API (actix-web);
 //! - [`auth`]: who calls the API (static tokens, JWTs), what each may do, the rate limit;
+//! - [`secrets`]: `secret_env` values sealed by the API, opened only for the scheduler call;
 //! - [`models`]: the records on the topics: the envelope and the payloads;
 //! - [`actors`]: the agents, each an actix actor supervised per region;
 //! - [`platform`]: clients of the schedulers and service catalogs, and their simulator;
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod models;
 pub mod notify;
 pub mod platform;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod topics;

@@ -65,6 +65,22 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Make keys that seal `secret_env` values.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new keyring entry `<id>=<base64 key>`: put it first in the keyring to seal with
+    /// it (the entries after it still open what they sealed).
+    NewKey {
+        /// The key's id (letters, digits, - and _), e.g. the date it was made.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,7 +254,7 @@ fn new_token(
         roles,
         environments: environments.into_iter().collect(),
     };
-    let token = tokens::generate();
+    let token = tokens::generate()?;
     let entry = tokens::entry(&token, &principal);
     // The entry must read back as the principal it was made for.
     anyhow::ensure!(
@@ -275,6 +291,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     tokens_file,
                 },
         } => new_token(principal, teams, roles, environments, tokens_file),
+        Command::Secrets {
+            command: SecretsCommand::NewKey { id },
+        } => {
+            let entry = mot::secrets::Keyring::new_entry(&id)?;
+            mot::secrets::Keyring::parse(&entry)?;
+            println!("{entry}");
+            Ok(())
+        }
         Command::Migrate { config, migrations } => {
             let config = Config::load(&config)?;
             let migrations = match migrations {

@@ -95,6 +95,8 @@ pub struct DeploymentMendingAgent {
     /// By `<region>/<zone>/<app>`.
     tracked: HashMap<String, Tracked>,
     started_us: i64,
+    /// Opens a deployment's secret values when it is put back.
+    keyring: crate::secrets::Keyring,
 }
 
 impl DeploymentMendingAgent {
@@ -341,7 +343,7 @@ impl DeploymentMendingAgent {
                 "mended: the removed app is gone from the scheduler again");
             return Ok(now_us());
         }
-        let mut app = marathon_app(&desired.launch);
+        let mut app = marathon_app(&desired.launch, &self.keyring).map_err(|e| e.to_string())?;
         let at = now_us();
         app.labels
             .insert(LABEL_ACCEPTED_AT.to_owned(), at.to_string());
@@ -414,6 +416,9 @@ impl Agent for DeploymentMendingAgent {
             counters: ctx.counters.clone(),
             tracked: HashMap::new(),
             started_us: now_us(),
+            keyring: crate::secrets::Keyring::from_config_or_problem(
+                &ctx.topology.config().secrets,
+            ),
         };
         // What was asked and what runs, as of now, before the first check.
         let reader = format!("{}-rebuild", pipeline::consumer_group(Self::NAME, ctx));

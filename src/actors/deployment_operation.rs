@@ -67,6 +67,8 @@ pub struct DeploymentOperationAgent {
     /// The process's producer to the home cluster, for a removal's intent (published before
     /// its effects, see [`Self::remove`]).
     producer: HomeProducer,
+    /// Opens the launches' secret values for the scheduler.
+    keyring: crate::secrets::Keyring,
 }
 
 /// What one zone made of a launch.
@@ -82,9 +84,15 @@ fn desired_group(desired: &ZoneDesired) -> String {
     format!("{}/{}", desired.region, desired.app)
 }
 
-/// The Marathon app definition of a launch.
-pub fn marathon_app(launch: &LaunchRequested) -> App {
+/// The Marathon app definition of a launch, its secret values opened with `keyring` (the only
+/// place they are: the scheduler needs them in the clear).
+pub fn marathon_app(
+    launch: &LaunchRequested,
+    keyring: &crate::secrets::Keyring,
+) -> Result<App, crate::secrets::SecretError> {
     let spec = &launch.spec;
+    let mut env = spec.env.clone();
+    env.extend(keyring.open_all(&spec.secret_env)?);
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(
         marathon::LABEL_DEPLOYMENT_ID.to_owned(),
@@ -92,7 +100,7 @@ pub fn marathon_app(launch: &LaunchRequested) -> App {
     );
     labels.insert(LABEL_APP_VERSION.to_owned(), spec.version.clone());
     labels.insert(LABEL_GENERATION.to_owned(), launch.generation.to_string());
-    App {
+    Ok(App {
         id: format!("/{}", spec.app),
         instances: spec.instances_per_zone,
         cpus: spec.resources.cpus,
@@ -108,7 +116,7 @@ pub fn marathon_app(launch: &LaunchRequested) -> App {
             .iter()
             .map(|p| PortDefinition { port: *p })
             .collect(),
-        env: spec.env.clone(),
+        env,
         labels,
         health_checks: spec
             .health_check
@@ -123,7 +131,7 @@ pub fn marathon_app(launch: &LaunchRequested) -> App {
         tasks_running: None,
         tasks_healthy: None,
         tasks: Vec::new(),
-    }
+    })
 }
 
 impl DeploymentOperationAgent {
@@ -295,24 +303,43 @@ impl DeploymentOperationAgent {
         cause: &Incoming,
     ) -> Result<Vec<Outgoing>, String> {
         let request = &launch.payload;
-        let mut app = marathon_app(request);
-        // The app remembers the trace that launched it: state changes it causes later link to it.
-        let mut trace = Vec::new();
-        crate::telemetry::inject(&tracing::Span::current(), &mut trace);
-        if let Some((_, traceparent)) = trace.into_iter().find(|(k, _)| k == "traceparent") {
-            app.labels.insert(
-                LABEL_TRACEPARENT.to_owned(),
-                String::from_utf8_lossy(&traceparent).into_owned(),
-            );
-        }
-        let app = &app;
-        let results = join_all(
-            request
+        let results = match marathon_app(request, &self.keyring) {
+            Ok(mut app) => {
+                // The app remembers the trace that launched it: state changes it causes later
+                // link to it.
+                let mut trace = Vec::new();
+                crate::telemetry::inject(&tracing::Span::current(), &mut trace);
+                if let Some((_, traceparent)) = trace.into_iter().find(|(k, _)| k == "traceparent")
+                {
+                    app.labels.insert(
+                        LABEL_TRACEPARENT.to_owned(),
+                        String::from_utf8_lossy(&traceparent).into_owned(),
+                    );
+                }
+                let app = &app;
+                join_all(
+                    request
+                        .zones
+                        .iter()
+                        .map(|zone| self.in_zone(zone, launch, app)),
+                )
+                .await
+            }
+            // Every zone fails, saying why; no scheduler is called.
+            Err(e) => request
                 .zones
                 .iter()
-                .map(|zone| self.in_zone(zone, launch, app)),
-        )
-        .await;
+                .map(|zone| ZoneResult {
+                    outcome: ZoneOutcome::Failed {
+                        zone: zone.clone(),
+                        reason: format!("its secrets cannot be opened here: {e}"),
+                        time_us: launch.time_us,
+                    },
+                    desired: None,
+                    replaced: None,
+                })
+                .collect(),
+        };
 
         let cause_id = launch.id.to_string();
         let mut out = Vec::new();
@@ -642,6 +669,9 @@ impl Agent for DeploymentOperationAgent {
             desired_topic,
             desired,
             producer: ctx.producers.get(&ctx.home)?,
+            keyring: crate::secrets::Keyring::from_config_or_problem(
+                &ctx.topology.config().secrets,
+            ),
         })
     }
 

@@ -53,6 +53,11 @@ impl ZoneReader for MarathonApps {
             .into_iter()
             .map(|mut app| {
                 app.tasks.sort_by(|a, b| a.id.cmp(&b.id));
+                // What runs is published without its env values: a secret a deployment gave the
+                // scheduler stays there (which variables are set is kept).
+                for value in app.env.values_mut() {
+                    *value = crate::secrets::REDACTED.to_owned();
+                }
                 MarathonAppState {
                     region: region.clone(),
                     zone: zone.name.clone(),

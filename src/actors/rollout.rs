@@ -1121,6 +1121,7 @@ mod tests {
                     ports: vec![],
                     health_check: None,
                     env: Default::default(),
+                    secret_env: Default::default(),
                     drift: DriftPolicy::Mend,
                 },
                 targets: vec![target("test-us-east-1"), target("production-us-west-2")],

@@ -169,6 +169,12 @@ impl Principal {
         Ok(())
     }
 
+    /// Whether it sees an app's plain `env` values: an admin, or a member of a team owning it
+    /// (a viewer of every team reads the rest, not those).
+    pub fn sees_env(&self, owners: Option<&BTreeSet<String>>) -> bool {
+        self.is_admin() || owners.is_some_and(|o| self.teams.iter().any(|t| o.contains(t)))
+    }
+
     /// Whether it may change regions of `environment`.
     pub fn reaches(&self, environment: &str) -> bool {
         self.is_admin()

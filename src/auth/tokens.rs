@@ -55,17 +55,15 @@ pub fn hash(token: &str) -> String {
         .collect()
 }
 
-/// A new random token: `mot_` and 43 base64url characters (two v4 UUIDs from the OS's random
-/// source: 244 random bits).
-pub fn generate() -> String {
+/// A new random token: `mot_` and 43 base64url characters (256 bits from the OS's random
+/// source).
+pub fn generate() -> Result<String, crate::secrets::SecretError> {
     use base64::Engine;
-    let mut bytes = [0u8; 32];
-    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    format!(
+    let bytes = crate::secrets::random::<32>()?;
+    Ok(format!(
         "mot_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    ))
 }
 
 /// The tokens-file entry of `token` for `principal`.
@@ -165,7 +163,7 @@ mod tests {
 
     #[test]
     fn an_entry_made_for_a_token_authenticates_it() {
-        let token = generate();
+        let token = generate().unwrap();
         assert!(token.starts_with("mot_") && token.len() == 47, "{token}");
         let principal = Principal {
             name: "ci-checkout".into(),
@@ -175,7 +173,7 @@ mod tests {
         };
         let tokens = Tokens::parse(&entry(&token, &principal)).unwrap();
         assert_eq!(tokens.principal(&token), Some(principal));
-        assert_eq!(tokens.principal(&generate()), None);
+        assert_eq!(tokens.principal(&generate().unwrap()), None);
         assert_eq!(
             hash("test"),
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"

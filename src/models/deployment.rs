@@ -24,6 +24,10 @@ pub struct DeploymentSpec {
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment values sealed by the API (see [`crate::secrets`]): opened only by the
+    /// regional agents, for the scheduler.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, crate::secrets::Sealed>,
     /// What the region does when a zone drifts from this deployment.
     #[serde(default)]
     pub drift: DriftPolicy,

@@ -405,6 +405,7 @@ mod tests {
                 ports: vec![],
                 health_check: None,
                 env: Default::default(),
+                secret_env: Default::default(),
                 drift: Default::default(),
             },
         }
@@ -482,7 +483,26 @@ mod tests {
     }
 
     fn app_of(launch: &LaunchRequested) -> App {
-        crate::actors::deployment_operation::marathon_app(launch)
+        crate::actors::deployment_operation::marathon_app(launch, &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_launch_gives_the_scheduler_its_secrets_opened_and_fails_without_the_key() {
+        use crate::secrets::{Keyring, SecretError};
+        let keyring = Keyring::parse(&Keyring::new_entry("k").unwrap()).unwrap();
+        let mut asked = launch(3);
+        asked.spec.secret_env.insert(
+            "DB_PASSWORD".into(),
+            keyring.seal("DB_PASSWORD", "hunter2").unwrap(),
+        );
+        let app = crate::actors::deployment_operation::marathon_app(&asked, &keyring).unwrap();
+        assert_eq!(app.env["DB_PASSWORD"], "hunter2");
+        assert_eq!(
+            crate::actors::deployment_operation::marathon_app(&asked, &Keyring::default()).err(),
+            Some(SecretError::NoKey)
+        );
+        // A secret does not make drift: what runs is compared without env.
+        assert_eq!(difference(&asked, Some(&app)), None);
     }
 
     #[test]

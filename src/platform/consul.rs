@@ -26,7 +26,7 @@ use crate::models::consul::{ConsulNode, ConsulServiceEntry};
 #[derive(Debug, Clone)]
 pub struct Consul {
     base: String,
-    token: Option<String>,
+    token: Option<crate::config::Secret>,
     tag: Option<String>,
 }
 
@@ -73,7 +73,7 @@ impl Consul {
 
     fn with_token(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
-            Some(token) => request.header("X-Consul-Token", token),
+            Some(token) => request.header("X-Consul-Token", token.expose()),
             None => request,
         }
     }

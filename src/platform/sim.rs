@@ -108,7 +108,7 @@ impl Platform {
     /// Registers in Consul with `token` rather than each zone's configured one (a scheduler's
     /// integration has credentials of its own).
     pub fn with_consul_token(self, token: &str) -> Self {
-        self.with_each_zone(|zone| zone.consul_token = Some(token.to_owned()))
+        self.with_each_zone(|zone| zone.consul_token = Some(crate::config::Secret::new(token)))
     }
 
     /// Registers the tasks on the Consul agent at `url` rather than each zone's configured one
@@ -365,7 +365,7 @@ const CHECK_REFRESH: Duration = Duration::from_secs(10);
 fn consul_call(http: &reqwest::Client, zone: &ZoneConfig, path: &str) -> reqwest::RequestBuilder {
     let request = http.put(format!("{}{path}", zone.consul.trim_end_matches('/')));
     match &zone.consul_token {
-        Some(token) => request.header("X-Consul-Token", token),
+        Some(token) => request.header("X-Consul-Token", token.expose()),
         None => request,
     }
 }

@@ -197,13 +197,21 @@ pub async fn get_deployment(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     match view(&state, id).await? {
-        Some(view) => {
-            state
-                .may_read(&caller, view["app"].as_str().unwrap_or_default())
-                .await?;
+        Some(mut view) => {
+            let app = view["app"].as_str().unwrap_or_default().to_owned();
+            state.may_read(&caller, &app).await?;
+            let owners = state.owners(&app).await?;
+            redact(&mut view, !caller.sees_env(owners.as_ref()));
             Ok(HttpResponse::Ok().json(view))
         }
         None => Err(not_found(id)),
+    }
+}
+
+/// Hides a deployment view's secret values, and with `hide_env` its plain env values.
+pub(crate) fn redact(view: &mut Value, hide_env: bool) {
+    if let Some(request) = view.get_mut("request") {
+        crate::secrets::redact_request(request, hide_env);
     }
 }
 

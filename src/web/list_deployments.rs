@@ -143,8 +143,9 @@ pub async fn list_deployments(
     if let Some(app) = &q.app {
         state.may_read(&caller, app.as_str()).await?;
     }
-    // Whether the caller sees each app met, asked of Cassandra once per app.
-    let mut visible: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    // Whether the caller sees each app met, and its env values: asked of Cassandra once per app.
+    let mut visible: std::collections::HashMap<String, (bool, bool)> =
+        std::collections::HashMap::new();
     let read_failed = |e| ApiError::cassandra("listing deployments", &e);
     let (mut month, mut paging) = match &q.cursor {
         Some(c) => (c.m.clone(), c.p.as_deref().and_then(unhex)),
@@ -172,15 +173,18 @@ pub async fn list_deployments(
             if !seen.insert(id) {
                 continue;
             }
-            let Some(v) = view(&state, id).await? else {
+            let Some(mut v) = view(&state, id).await? else {
                 continue;
             };
             let app = v["app"].as_str().unwrap_or_default().to_owned();
-            let seen_by_caller = match visible.get(&app) {
+            let (seen_by_caller, sees_env) = match visible.get(&app) {
                 Some(seen) => *seen,
                 None => {
-                    let seen =
-                        caller.sees_all() || caller.may_read(state.owners(&app).await?.as_ref());
+                    let owners = state.owners(&app).await?;
+                    let seen = (
+                        caller.may_read(owners.as_ref()),
+                        caller.sees_env(owners.as_ref()),
+                    );
                     visible.insert(app, seen);
                     seen
                 }
@@ -188,6 +192,7 @@ pub async fn list_deployments(
             if !seen_by_caller {
                 continue;
             }
+            super::get_deployment::redact(&mut v, !sees_env);
             let region_ok = q.region.as_ref().is_none_or(|r| {
                 v["targets"]
                     .as_array()

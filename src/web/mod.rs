@@ -53,6 +53,8 @@ pub struct AppState {
     auth: crate::auth::Authenticator,
     /// Who owns each app, and the audit log.
     access: store::access::Access,
+    /// The keys that seal `secret_env` values.
+    secrets: crate::secrets::Keyring,
 }
 
 /// How long the API waits for Kafka to acknowledge a request before answering 503.
@@ -79,6 +81,7 @@ impl AppState {
             .await
             .map_err(|e| anyhow::anyhow!("preparing the api's owner and audit statements: {e}"))?;
         let auth = crate::auth::Authenticator::from_config(&config.auth)?;
+        let secrets = crate::secrets::Keyring::from_config(&config.secrets)?;
         let producer = topology
             .central_home()
             .producer_with_timeout(PRODUCE_TIMEOUT)?;
@@ -89,6 +92,7 @@ impl AppState {
             projections,
             auth,
             access,
+            secrets,
         })
     }
 

@@ -51,6 +51,9 @@ struct Body {
     health_check: Option<HealthCheckBody>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Values sealed before they leave the API, never shown by a GET.
+    #[serde(default)]
+    secret_env: BTreeMap<String, String>,
     targets: Vec<TargetBody>,
     /// `mend` (the default) or `report`.
     #[serde(default)]
@@ -130,7 +133,7 @@ async fn accept(
     check_content_type(&request)?;
     let bytes = read_limited(payload, MAX_BODY_BYTES).await?;
     let body = parse(&bytes)?;
-    let (spec, targets, strategy) = validate(body, &state)?;
+    let (spec, targets, strategy, secret_digests) = validate(body, &state)?;
     let regions: Vec<RegionName> = targets.iter().map(|t| t.region.clone()).collect();
     access::note(&request, |s| {
         s.app = Some(spec.app.to_string());
@@ -153,7 +156,7 @@ async fn accept(
             let claim = state
                 .claim_idempotency_key(
                     key,
-                    &request_hash(&spec, &targets, strategy.as_ref()),
+                    &request_hash(&spec, &targets, strategy.as_ref(), &secret_digests),
                     spec.app.as_str(),
                 )
                 .await?;
@@ -264,8 +267,14 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, A
     })
 }
 
-/// What a request asks, checked.
-type Checked = (DeploymentSpec, Vec<Target>, Option<Strategy>);
+/// What a request asks, checked: the spec (its secrets sealed), targets, strategy, and a keyed
+/// digest of each secret (for the idempotency check).
+type Checked = (
+    DeploymentSpec,
+    Vec<Target>,
+    Option<Strategy>,
+    BTreeMap<String, String>,
+);
 
 fn validate(body: Body, state: &AppState) -> Result<Checked, ApiError> {
     let mut problems = Vec::new();
@@ -330,29 +339,58 @@ fn validate(body: Body, state: &AppState) -> Result<Checked, ApiError> {
             );
         }
     }
-    if body.env.len() > MAX_ENV {
-        bad("env".into(), format!("at most {MAX_ENV} variables"));
+    for (field, vars) in [("env", &body.env), ("secret_env", &body.secret_env)] {
+        if vars.len() > MAX_ENV {
+            bad(field.into(), format!("at most {MAX_ENV} variables"));
+        }
+        for (name, value) in vars {
+            let valid_name = name.len() <= 128
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !valid_name {
+                bad(
+                    format!("{field}.{name}"),
+                    "names are `[A-Z_][A-Z0-9_]*`, at most 128 characters".into(),
+                );
+            }
+            if value.len() > 4096 {
+                bad(
+                    format!("{field}.{name}"),
+                    "values are at most 4096 bytes".into(),
+                );
+            }
+        }
     }
-    for (name, value) in &body.env {
-        let valid_name = name.len() <= 128
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !valid_name {
+    for name in body.secret_env.keys() {
+        if body.env.contains_key(name) {
             bad(
-                format!("env.{name}"),
-                "names are `[A-Z_][A-Z0-9_]*`, at most 128 characters".into(),
+                format!("secret_env.{name}"),
+                "is also in env; a variable is plain or secret, not both".into(),
             );
         }
-        if value.len() > 4096 {
-            bad(
-                format!("env.{name}"),
-                "values are at most 4096 bytes".into(),
-            );
+    }
+    // Sealed here: nothing after the API sees the values.
+    let mut secret_env = BTreeMap::new();
+    let mut secret_digests = BTreeMap::new();
+    for (name, value) in &body.secret_env {
+        match state
+            .secrets
+            .seal(name, value)
+            .and_then(|sealed| Ok((sealed, state.secrets.digest(name, value)?)))
+        {
+            Ok((sealed, digest)) => {
+                secret_env.insert(name.clone(), sealed);
+                secret_digests.insert(name.clone(), digest);
+            }
+            Err(e) => {
+                bad(format!("secret_env.{name}"), e.to_string());
+                break;
+            }
         }
     }
 
@@ -389,10 +427,12 @@ fn validate(body: Body, state: &AppState) -> Result<Checked, ApiError> {
                     interval_secs: h.interval_secs,
                 }),
                 env: body.env,
+                secret_env,
                 drift,
             },
             targets,
             strategy,
+            secret_digests,
         )),
         _ => Err(ApiError::invalid(problems)),
     }
@@ -647,11 +687,20 @@ pub(crate) fn idempotency_key(
     Ok(Some(format!("{}/{key}", caller.name)))
 }
 
-/// A digest of what was asked, to tell a retry from a different request reusing a key.
-fn request_hash(spec: &DeploymentSpec, targets: &[Target], strategy: Option<&Strategy>) -> String {
-    let json = match strategy {
-        None => serde_json::to_vec(&(spec, targets)),
-        Some(strategy) => serde_json::to_vec(&(spec, targets, strategy)),
+/// A digest of what was asked, to tell a retry from a different request reusing a key. Sealed
+/// secrets differ at each sealing: their keyed digests stand for them.
+fn request_hash(
+    spec: &DeploymentSpec,
+    targets: &[Target],
+    strategy: Option<&Strategy>,
+    secret_digests: &BTreeMap<String, String>,
+) -> String {
+    let mut spec = spec.clone();
+    spec.secret_env.clear();
+    let json = match (strategy, secret_digests.is_empty()) {
+        (None, true) => serde_json::to_vec(&(&spec, targets)),
+        (Some(strategy), true) => serde_json::to_vec(&(&spec, targets, strategy)),
+        (strategy, false) => serde_json::to_vec(&(&spec, targets, strategy, secret_digests)),
     }
     .unwrap_or_default();
     Sha256::digest(json)

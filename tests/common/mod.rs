@@ -116,6 +116,7 @@ pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     let dev = dev_config();
     let mut text = String::from(
         "[auth]\ntokens_file = \".mot/auth/tokens.toml\"\n\n\
+         [secrets]\nkeyring_file = \".mot/auth/keyring\"\n\n\
          [cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"mot\"\nreplication_factor = 1\n\n\
          [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"production-us-east-1\"\n\n\
          [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\n",
