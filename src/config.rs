@@ -106,6 +106,29 @@ pub struct Config {
     /// The keys that seal `secret_env` values (service and regional roles).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// What the `https://` calls mot makes trust.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the certificate authorities trusted for the `https://` calls mot makes (schedulers,
+/// Consul agents, the identity provider's JWKS URL), beside the system's roots.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificates, e.g. the company's internal CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[web.tls]`: the API's own TLS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebTlsConfig {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// `[secrets]`: the keyring that seals `secret_env` values (see `mot::secrets`): `<id>=<base64 of
@@ -299,6 +322,9 @@ pub struct WebConfig {
     /// Address the API listens on; port 0 picks a free port (tests).
     #[serde(default = "WebConfig::default_listen")]
     pub listen: String,
+    /// With it, the API serves HTTPS only.
+    #[serde(default)]
+    pub tls: Option<WebTlsConfig>,
 }
 
 impl WebConfig {
@@ -311,6 +337,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         Self {
             listen: Self::default_listen(),
+            tls: None,
         }
     }
 }

@@ -149,8 +149,15 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.web.listen)
         .with_context(|| format!("cannot listen on web.listen = {}", config.web.listen))?;
     let addr = listener.local_addr()?;
+    let tls = config
+        .web
+        .tls
+        .as_ref()
+        .map(web::tls_server_config)
+        .transpose()?;
     let server = web::server(
         listener,
+        tls,
         api_state.clone(),
         registry.clone(),
         readiness.clone(),

@@ -558,18 +558,189 @@ async fn metrics_labels_are_never_taken_from_the_client() {
         .send()
         .await
         .unwrap();
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         !metrics.contains("BREWCOFFEE") && !metrics.contains("no/such"),
         "{metrics}"
     );
     assert!(metrics.contains("method=\"other\""), "{metrics}");
+}
+
+/// A route (method, pattern), the path and body sent, and the status each of viewer, nonprod,
+/// checkout and admin gets.
+type MatrixRow<'a> = (&'a str, &'a str, String, Option<Value>, [u16; 4]);
+
+#[actix_web::test]
+async fn each_role_against_each_route() {
+    let app = spawn().await;
+    let tokens = dev_tokens();
+    let principals = [
+        ("viewer", &tokens.viewer),
+        ("nonprod", &tokens.nonprod),
+        ("checkout", &tokens.checkout),
+        ("admin", &tokens.admin),
+    ];
+    let clients: Vec<reqwest::Client> = principals
+        .iter()
+        .map(|(_, t)| client_as(t).build().unwrap())
+        .collect();
+    // An app of team checkout with one deployment in test (where the non-production deployer
+    // may act too).
+    let name = format!("matrix-{}", unique("").replace('_', ""));
+    let marker = unique("matrix");
+    let body = deployment(&name, &marker, &["test-us-east-1"]);
+    let (status, _, created) = send(
+        clients[2]
+            .post(format!("{}/deployments", app.url))
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    // Route, path, body, and the status each of viewer, nonprod, checkout, admin gets.
+    let routes: Vec<MatrixRow> = vec![
+        (
+            "POST",
+            "/deployments",
+            "/deployments".into(),
+            Some(body.clone()),
+            [403, 202, 202, 202],
+        ),
+        (
+            "GET",
+            "/deployments",
+            "/deployments".into(),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/deployments/{id}",
+            format!("/deployments/{id}"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/deployments/{id}/instances",
+            format!("/deployments/{id}/instances"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/deployments/{id}/events",
+            format!("/deployments/{id}/events"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/deployments/{id}/traffic",
+            format!("/deployments/{id}/traffic"),
+            Some(json!({"enabled": true})),
+            [403, 202, 202, 202],
+        ),
+        // Allowed, then refused for what the deployment is: it has no rollout.
+        (
+            "POST",
+            "/deployments/{id}/resume",
+            format!("/deployments/{id}/resume"),
+            None,
+            [403, 409, 409, 409],
+        ),
+        (
+            "POST",
+            "/deployments/{id}/cancel",
+            format!("/deployments/{id}/cancel"),
+            None,
+            [403, 409, 409, 409],
+        ),
+        (
+            "DELETE",
+            "/apps/{app}",
+            format!("/apps/{name}?regions=test-us-east-1"),
+            None,
+            [403, 202, 202, 202],
+        ),
+        // Allowed, then refused: no earlier deployment was healthy.
+        (
+            "POST",
+            "/apps/{app}/rollback",
+            format!("/apps/{name}/rollback"),
+            None,
+            [403, 409, 409, 409],
+        ),
+        (
+            "GET",
+            "/apps/{app}/deployments",
+            format!("/apps/{name}/deployments"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/apps/{app}/history",
+            format!("/apps/{name}/history?at={now}"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "PUT",
+            "/apps/{app}/config",
+            format!("/apps/{name}/config"),
+            Some(json!({"replicas": 2})),
+            [403, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/apps/{app}/config",
+            format!("/apps/{name}/config"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/apps/{app}/owners",
+            format!("/apps/{name}/owners"),
+            None,
+            [200, 200, 200, 200],
+        ),
+        (
+            "PUT",
+            "/apps/{app}/owners",
+            format!("/apps/{name}/owners"),
+            Some(json!({"teams": ["checkout"]})),
+            [403, 403, 403, 200],
+        ),
+        ("GET", "/audit", "/audit".into(), None, [403, 403, 403, 200]),
+    ];
+    let mut covered: Vec<(&str, &str)> = routes.iter().map(|(m, p, ..)| (*m, *p)).collect();
+    covered.sort();
+    let mut served: Vec<(&str, &str)> = mot::web::SERVICE_ROUTES.to_vec();
+    served.sort();
+    assert_eq!(covered, served, "every route is in the matrix");
+    let mut wrong = Vec::new();
+    for (method, route, path, body, expected) in &routes {
+        for (i, client) in clients.iter().enumerate() {
+            let mut request = client.request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", app.url),
+            );
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let (status, _, answer) = send(request).await;
+            if status != expected[i] {
+                wrong.push(format!(
+                    "{} {method} {route}: {status} instead of {}: {answer}",
+                    principals[i].0, expected[i]
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

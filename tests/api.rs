@@ -116,15 +116,7 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
         assert_eq!(env.payload.spec.instances_per_zone, 2);
     }
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert_prometheus_text(&metrics);
     let counter = format!(
         "mot_agent_published_total{{agent=\"DeploymentFanOutAgent\",region=\"{}\"}}",
@@ -151,15 +143,7 @@ async fn the_fan_out_turns_a_request_into_one_launch_event_per_region() {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         let lags: Vec<i64> = metrics
             .lines()
             .filter(|l| l.starts_with(&lag_prefix))

@@ -55,6 +55,7 @@ async fn maintenance_holds_across_a_consul_restart_and_the_watch_it_cut_resumes(
             relays: false,
             register_on: None,
         },
+        None,
     )
     .await;
     let p = flow.prod_region.clone();
@@ -173,6 +174,7 @@ async fn traffic_is_switched_on_the_agent_an_instance_is_registered_on() {
             relays: false,
             register_on: Some(agent.address()),
         },
+        None,
     )
     .await;
     let p = flow.prod_region.clone();

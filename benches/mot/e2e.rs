@@ -230,6 +230,7 @@ pub async fn run(env: &Env, session: &Arc<Session>) -> (Section, Uuid, String, P
     actix_web::rt::spawn(
         web::server(
             listener,
+            None,
             Some(actix_web::web::Data::new(state)),
             registry.clone(),
             Arc::new(web::readyz::Readiness::new(

@@ -403,10 +403,7 @@ impl Agent for DeploymentMendingAgent {
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| PipelineError::Other(format!("http client: {e}")))?;
+        let http = ctx.http_client(|b| b.connect_timeout(Duration::from_secs(3)))?;
         let mut agent = Self {
             region: ctx.region.name.clone(),
             zones: ctx.region.zones.clone(),

@@ -654,10 +654,7 @@ impl Agent for DeploymentOperationAgent {
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| PipelineError::Other(format!("http client: {e}")))?;
+        let http = ctx.http_client(|b| b.connect_timeout(Duration::from_secs(3)))?;
         let desired_topic = TopicName::local(&catalog::DESIRED_STATE.base());
         let desired =
             LastRecordCache::rebuild(Self::NAME, ctx, &desired_topic, desired_group).await?;

@@ -241,6 +241,21 @@ pub struct AgentContext {
 }
 
 impl AgentContext {
+    /// An HTTP client for the agent's platform calls (trusting `[tls] ca_file` for `https://`
+    /// zone URLs), with `configure` applied.
+    pub fn http_client(
+        &self,
+        configure: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<reqwest::Client, PipelineError> {
+        let builder = crate::platform::http::builder(&self.topology.config().tls)
+            .map_err(PipelineError::Other)?;
+        configure(builder)
+            .build()
+            .map_err(|e| PipelineError::Other(format!("http client: {e}")))
+    }
+}
+
+impl AgentContext {
     /// The process's Cassandra session (opened on first use).
     pub async fn session(&self) -> Result<Arc<scylla::client::session::Session>, PipelineError> {
         self.store

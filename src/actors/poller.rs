@@ -49,10 +49,7 @@ pub async fn run_poller<P: Poller>(
 ) -> Result<(), PipelineError> {
     let mut poller = P::build(&ctx).await?;
     let producer = ctx.producers.get(&ctx.home)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(70))
-        .build()
-        .map_err(|e| PipelineError::Other(format!("http client: {e}")))?;
+    let http = ctx.http_client(|b| b.timeout(Duration::from_secs(70)))?;
     let counters = &ctx.counters;
     let mut consecutive_errors: u32 = 0;
     tracing::info!(agent = P::NAME, region = %ctx.region.name, "poller started");

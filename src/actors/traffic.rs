@@ -171,11 +171,10 @@ impl Agent for TrafficAgent {
     }
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| PipelineError::Other(format!("http client: {e}")))?;
+        let http = ctx.http_client(|b| {
+            b.connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(10))
+        })?;
         Ok(Self {
             region: ctx.region.name.clone(),
             zones: ctx.region.zones.clone(),

@@ -51,8 +51,8 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Reads the JWKS file now; a JWKS URL is read on first use.
-    pub fn new(config: &JwtConfig) -> anyhow::Result<Self> {
+    /// Reads the JWKS file now; a JWKS URL is read on first use (trusting `tls` for `https://`).
+    pub fn new(config: &JwtConfig, tls: &crate::config::TlsConfig) -> anyhow::Result<Self> {
         let keys = match &config.jwks_file {
             Some(path) => read_file(path)?,
             None => Vec::new(),
@@ -64,7 +64,8 @@ impl Verifier {
                 fetched: None,
             }),
             refreshing: tokio::sync::Mutex::new(()),
-            http: reqwest::Client::builder()
+            http: crate::platform::http::builder(tls)
+                .map_err(anyhow::Error::msg)?
                 .timeout(Duration::from_secs(5))
                 .build()?,
         })

@@ -221,10 +221,17 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Reads the tokens file and the JWT settings of `config`.
-    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
+    pub fn from_config(
+        config: &AuthConfig,
+        tls: &crate::config::TlsConfig,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             tokens: std::sync::RwLock::new(tokens::Tokens::from_config(config)?),
-            jwt: config.jwt.as_ref().map(jwt::Verifier::new).transpose()?,
+            jwt: config
+                .jwt
+                .as_ref()
+                .map(|jwt| jwt::Verifier::new(jwt, tls))
+                .transpose()?,
             limits: limits::RateLimiter::new(config.mutations_per_minute, config.mutation_burst),
         })
     }

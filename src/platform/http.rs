@@ -76,3 +76,25 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     })
     .await
 }
+
+/// A client builder for the `https://` (and `http://`) calls mot makes, trusting the system's
+/// roots and the certificates of `tls.ca_file`.
+pub fn builder(tls: &crate::config::TlsConfig) -> Result<reqwest::ClientBuilder, String> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &tls.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("tls.ca_file {}: cannot read: {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("tls.ca_file {}: not PEM certificates: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "tls.ca_file {}: holds no certificate",
+                path.display()
+            ));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    Ok(builder)
+}

@@ -303,9 +303,18 @@ impl Platform {
     /// The API server on `listener`, and the task that keeps the zones' Consul in step with the
     /// tasks (it ends once the server and every other copy of this platform are gone).
     pub fn server(self, listener: TcpListener) -> std::io::Result<Server> {
+        self.server_tls(listener, None)
+    }
+
+    /// [`Self::server`], serving HTTPS with `tls` (zones at `https://` URLs).
+    pub fn server_tls(
+        self,
+        listener: TcpListener,
+        tls: Option<rustls::ServerConfig>,
+    ) -> std::io::Result<Server> {
         actix_web::rt::spawn(keep_consul(self.clone()));
         let data = web::Data::new(self);
-        Ok(HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             WebApp::new()
                 .app_data(data.clone())
                 .app_data(web::JsonConfig::default().limit(1 << 20))
@@ -333,9 +342,12 @@ impl Platform {
         // A loaded test machine may take seconds between connecting and sending: the default
         // 5 s would answer 408 under the client's request (hyper's UnexpectedMessage).
         .client_request_timeout(std::time::Duration::from_secs(60))
-        .disable_signals()
-        .listen(listener)?
-        .run())
+        .disable_signals();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        };
+        Ok(server.run())
     }
 }
 

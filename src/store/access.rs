@@ -84,12 +84,16 @@ impl Access {
                      source, status, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ))
                 .await?,
-            select_audit: session
-                .prepare(format!(
-                    "SELECT at, id, principal, action, app, deployment, regions, source, status, \
-                     outcome, reason FROM {ks}.audit WHERE day = ? AND at >= ?"
-                ))
-                .await?,
+            select_audit: {
+                let mut statement = session
+                    .prepare(format!(
+                        "SELECT at, id, principal, action, app, deployment, regions, source, status, \
+                         outcome, reason FROM {ks}.audit WHERE day = ? AND at >= ?"
+                    ))
+                    .await?;
+                statement.set_page_size(500);
+                statement
+            },
             session,
         })
     }
@@ -176,8 +180,9 @@ impl Access {
         Ok(())
     }
 
-    /// The calls since `since_ms` (newest first) that `keep` keeps, at most `limit`: one query
-    /// per day, eight days at a time.
+    /// The calls since `since_ms` (newest first) that `keep` keeps, at most `limit`: the days
+    /// newest first, each read in pages (a day of many calls is never held whole), until
+    /// `limit` are found.
     pub async fn audit_since(
         &self,
         since_ms: i64,
@@ -185,7 +190,7 @@ impl Access {
         limit: usize,
         keep: impl Fn(&AuditRow) -> bool,
     ) -> Result<Vec<AuditRow>, ReadError> {
-        use futures::{StreamExt, TryStreamExt};
+        use futures::TryStreamExt;
         type Row = (
             CqlTimestamp,
             Uuid,
@@ -199,52 +204,49 @@ impl Access {
             String,
             Option<String>,
         );
-        let days = (day_of(since_ms).0..=day_of(now_ms).0).rev();
-        let mut pages = futures::stream::iter(days)
-            .map(|day| async move {
-                let rows = self
-                    .session
-                    .execute_unpaged(&self.select_audit, (CqlDate(day), CqlTimestamp(since_ms)))
-                    .await?
-                    .into_rows_result()?;
-                let mut out = Vec::new();
-                for row in rows.rows::<Row>()? {
-                    let (
-                        at,
-                        id,
-                        principal,
-                        action,
-                        app,
-                        deployment,
-                        regions,
-                        source,
-                        status,
-                        outcome,
-                        reason,
-                    ) = row?;
-                    out.push(AuditRow {
-                        at_ms: at.0,
-                        id,
-                        principal,
-                        action,
-                        app,
-                        deployment,
-                        regions: regions.unwrap_or_default(),
-                        source,
-                        status,
-                        outcome,
-                        reason,
-                    });
-                }
-                Ok::<_, ReadError>(out)
-            })
-            .buffered(8);
         let mut out = Vec::new();
-        while let Some(day) = pages.try_next().await? {
-            out.extend(day.into_iter().filter(|r| keep(r)));
-            if out.len() >= limit {
-                out.truncate(limit);
-                break;
+        for day in (day_of(since_ms).0..=day_of(now_ms).0).rev() {
+            let mut rows = self
+                .session
+                .execute_iter(
+                    self.select_audit.clone(),
+                    (CqlDate(day), CqlTimestamp(since_ms)),
+                )
+                .await?
+                .rows_stream::<Row>()?;
+            while let Some(row) = rows.try_next().await? {
+                let (
+                    at,
+                    id,
+                    principal,
+                    action,
+                    app,
+                    deployment,
+                    regions,
+                    source,
+                    status,
+                    outcome,
+                    reason,
+                ) = row;
+                let row = AuditRow {
+                    at_ms: at.0,
+                    id,
+                    principal,
+                    action,
+                    app,
+                    deployment,
+                    regions: regions.unwrap_or_default(),
+                    source,
+                    status,
+                    outcome,
+                    reason,
+                };
+                if keep(&row) {
+                    out.push(row);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
             }
         }
         Ok(out)

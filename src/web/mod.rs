@@ -80,7 +80,7 @@ impl AppState {
         let access = store::access::Access::prepare(session.clone(), ks)
             .await
             .map_err(|e| anyhow::anyhow!("preparing the api's owner and audit statements: {e}"))?;
-        let auth = crate::auth::Authenticator::from_config(&config.auth)?;
+        let auth = crate::auth::Authenticator::from_config(&config.auth, &config.tls)?;
         let secrets = crate::secrets::Keyring::from_config(&config.secrets)?;
         let producer = topology
             .central_home()
@@ -312,12 +312,39 @@ fn http_method(name: &str) -> actix_web::http::Method {
         .unwrap_or_else(|e| unreachable!("a route table's method: {e}"))
 }
 
-/// Builds the API server on an already bound listener (port 0 in tests). `state` is present when
+/// The TLS settings of the API's listener: the certificate chain and key of `config` (PEM),
+/// TLS 1.2 and 1.3.
+pub fn tls_server_config(
+    config: &crate::config::WebTlsConfig,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&config.cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("web.tls.cert_file {}", config.cert_file.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "web.tls.cert_file {}: holds no certificate",
+        config.cert_file.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&config.key_file)
+        .with_context(|| format!("web.tls.key_file {}", config.key_file.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("web.tls: the certificate and key do not make a TLS identity")
+}
+
+/// Builds the API server on an already bound listener (port 0 in tests), serving HTTPS with
+/// `tls` (see [`tls_server_config`]), plain HTTP without. `state` is present when
 /// this process runs the service role; `/healthz`, `/readyz` and `/metrics` are served whatever
 /// the roles. Signals are handled by the daemon, which stops the server gracefully through its
 /// handle.
 pub fn server(
     listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
     state: Option<web::Data<AppState>>,
     registry: Registry,
     readiness: Arc<readyz::Readiness>,
@@ -363,8 +390,10 @@ pub fn server(
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(10);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

@@ -92,6 +92,11 @@ pub async fn spawn_app_auth(
     actix_web::rt::spawn(
         web::server(
             listener,
+            config
+                .web
+                .tls
+                .as_ref()
+                .map(|tls| web::tls_server_config(tls).unwrap()),
             Some(actix_web::web::Data::new(state)),
             registry.clone(),
             std::sync::Arc::new(mot::web::readyz::Readiness::new(
@@ -102,7 +107,14 @@ pub async fn spawn_app_auth(
         .unwrap(),
     );
     TestApp {
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!(
+            "{}://127.0.0.1:{port}",
+            if config.web.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        ),
         _keyspace: super::DropKeyspace(topology.config().cassandra.clone()),
         topology,
         client: super::api_client().build().unwrap(),
@@ -166,6 +178,18 @@ impl TestApp {
         .await
         .unwrap();
         found
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Every request record whose version carries `marker`.

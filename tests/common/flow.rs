@@ -123,7 +123,7 @@ pub async fn start_with(options: SimOptions) -> Flow {
 /// [`start_with`], plus (with `extra = Some((cluster, bootstrap))`) a third production region
 /// `production-x<id>` with one zone on that cluster, its topics routed to central by mot.
 pub async fn start_custom(options: SimOptions, extra: Option<(&str, &str)>) -> Flow {
-    start_on(options, extra, &OwnConsul::shared()).await
+    start_on(options, extra, &OwnConsul::shared(), None).await
 }
 
 /// Where a flow's zones find Consul.
@@ -148,7 +148,14 @@ impl OwnConsul {
 }
 
 /// [`start_custom`], every zone's Consul as `consul` says.
-pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &OwnConsul) -> Flow {
+/// With `https`, the zones' Marathon and Mesos are served over TLS with its certificate, at
+/// `https://` URLs, and mot trusts its CA (`[tls] ca_file`).
+pub async fn start_on(
+    options: SimOptions,
+    extra: Option<(&str, &str)>,
+    own: &OwnConsul,
+    https: Option<&super::TestPki>,
+) -> Flow {
     let consul_at = own.at.as_str();
     super::init_tracing();
     let DevTopology {
@@ -212,6 +219,17 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &Ow
         &format!("consul_token = \"{}\"", super::consul::MANAGEMENT_TOKEN),
         &format!("consul_token = \"{}\"", consul_token.secret),
     );
+    let scheme = if https.is_some() { "https" } else { "http" };
+    if let Some(pki) = https {
+        for (_, listener) in &sims {
+            let port = listener.local_addr().unwrap().port();
+            text = text.replace(
+                &format!("http://127.0.0.1:{port}/"),
+                &format!("https://127.0.0.1:{port}/"),
+            );
+        }
+        text = format!("[tls]\nca_file = \"{}\"\n\n{text}", pki.ca.display());
+    }
     let config = Config::from_toml(Path::new("flow-test.toml"), &text).unwrap();
     let topology = Topology::checked(&config).unwrap();
     let mut sim_urls = Vec::new();
@@ -224,8 +242,12 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &Ow
         if let Some(agent) = &own.register_on {
             platform = platform.registering_on(&format!("http://{agent}"));
         }
-        actix_web::rt::spawn(platform.server(listener).unwrap());
-        sim_urls.push((region, format!("http://127.0.0.1:{port}")));
+        actix_web::rt::spawn(
+            platform
+                .server_tls(listener, https.map(super::TestPki::server_config))
+                .unwrap(),
+        );
+        sim_urls.push((region, format!("{scheme}://127.0.0.1:{port}")));
     }
     for cluster in &config.clusters {
         clients::ensure_topics(&topology, &topology.cluster_admin(&cluster.name).unwrap())
@@ -240,6 +262,7 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &Ow
     actix_web::rt::spawn(
         web::server(
             listener,
+            None,
             Some(actix_web::web::Data::new(
                 AppState::connect(topology.clone()).await.unwrap(),
             )),
@@ -262,7 +285,11 @@ pub async fn start_on(options: SimOptions, extra: Option<(&str, &str)>, own: &Ow
         // No pooled connections: a connection the server (the API, a zone's simulator) is
         // closing is never reused under a request (hyper's UnexpectedMessage). Loopback
         // connects cost nothing here.
-        http: super::api_client()
+        http: https
+            .into_iter()
+            .fold(super::api_client(), |b, pki| {
+                b.add_root_certificate(pki.ca_certificate())
+            })
             .pool_max_idle_per_host(0)
             .build()
             .unwrap(),
