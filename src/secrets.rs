@@ -43,16 +43,6 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
-impl Sealed {
-    /// The id of the key that sealed it.
-    pub fn key_id(&self) -> Option<&str> {
-        self.0
-            .strip_prefix(PREFIX)?
-            .split_once(':')
-            .map(|(id, _)| id)
-    }
-}
-
 /// Hides a deployment request's (JSON) secrets: every `spec.secret_env` value, and with
 /// `hide_env` every `spec.env` value too, become `"<redacted>"`.
 pub fn redact_request(request: &mut serde_json::Value, hide_env: bool) {
@@ -175,10 +165,6 @@ impl Keyring {
         Ok(format!("{id}={}", STANDARD.encode(random::<32>()?)))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     fn unusable(&self) -> SecretError {
         match &self.problem {
             Some(problem) => SecretError::Keyring(problem.clone()),
@@ -283,7 +269,7 @@ mod tests {
         ))
         .unwrap();
         let sealed = old.seal("DB_PASSWORD", "hunter2").unwrap();
-        assert_eq!(sealed.key_id(), Some("k1"));
+        assert!(sealed.0.starts_with("mot:v1:k1:"), "{}", sealed.0);
         assert!(!sealed.0.contains("hunter2"));
         assert_eq!(format!("{sealed:?}"), REDACTED);
         assert_eq!(old.open("DB_PASSWORD", &sealed).unwrap(), "hunter2");

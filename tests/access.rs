@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use common::api::{spawn_app_auth, TestApp};
+use common::api::{spawn_app, spawn_app_auth};
 use common::{client_as, dev_tokens, unique};
 
 const ISSUER: &str = "https://idp.test.example/";
@@ -38,14 +38,9 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::Header
     )
 }
 
-async fn spawn() -> TestApp {
-    let central = format!("production-c{}", unique("").replace('_', ""));
-    spawn_app_auth(None, Some(&central), "").await
-}
-
 #[actix_web::test]
 async fn every_route_but_the_public_ones_needs_credentials() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let anonymous = reqwest::Client::new();
     let id = uuid::Uuid::new_v4();
     for (method, path) in mot::web::SERVICE_ROUTES {
@@ -108,7 +103,7 @@ async fn every_route_but_the_public_ones_needs_credentials() {
 
 #[actix_web::test]
 async fn roles_teams_and_environments_decide_who_changes_what() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let tokens = dev_tokens();
     let as_ = |token: &str| client_as(token).build().unwrap();
     let (admin, checkout, nonprod, viewer) = (
@@ -292,13 +287,7 @@ async fn roles_teams_and_environments_decide_who_changes_what() {
 
 #[actix_web::test]
 async fn mutating_calls_are_rate_limited_per_principal() {
-    let central = format!("production-c{}", unique("").replace('_', ""));
-    let app = spawn_app_auth(
-        None,
-        Some(&central),
-        "mutations_per_minute = 1\nmutation_burst = 2",
-    )
-    .await;
+    let app = spawn_app_auth("mutations_per_minute = 1\nmutation_burst = 2").await;
     let tokens = dev_tokens();
     let nonprod = client_as(&tokens.nonprod).build().unwrap();
     // Malformed bodies: refused without reaching Kafka, and still counted.
@@ -436,10 +425,7 @@ async fn jwts_are_checked_for_signature_time_audience_and_issuer() {
         keys: vec![signer.jwk()],
     }));
     let url = serve_jwks(jwks.clone());
-    let central = format!("production-c{}", unique("").replace('_', ""));
     let app = spawn_app_auth(
-        None,
-        Some(&central),
         &format!(
             "[auth.jwt]\nissuer = \"{ISSUER}\"\naudience = \"mot\"\njwks_url = \"{url}\"\nleeway_secs = 5\n"
         ),
@@ -544,7 +530,7 @@ async fn jwts_are_checked_for_signature_time_audience_and_issuer() {
 
 #[actix_web::test]
 async fn metrics_labels_are_never_taken_from_the_client() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let brew = reqwest::Method::from_bytes(b"BREWCOFFEE").unwrap();
     let _ = app
         .client
@@ -572,7 +558,7 @@ type MatrixRow<'a> = (&'a str, &'a str, String, Option<Value>, [u16; 4]);
 
 #[actix_web::test]
 async fn each_role_against_each_route() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let tokens = dev_tokens();
     let principals = [
         ("viewer", &tokens.viewer),

@@ -12,16 +12,11 @@ use common::TestPki;
 #[actix_web::test]
 async fn the_api_serves_https_with_its_certificate_and_nothing_in_clear() {
     let pki = TestPki::new();
-    let central = format!("production-c{}", common::unique("").replace('_', ""));
-    let app = common::api::spawn_app_auth(
-        None,
-        Some(&central),
-        &format!(
-            "\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            pki.cert.display(),
-            pki.key.display()
-        ),
-    )
+    let app = common::api::spawn_app_auth(&format!(
+        "\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.cert.display(),
+        pki.key.display()
+    ))
     .await;
     assert!(app.url.starts_with("https://"), "{}", app.url);
     let trusting = common::api_client()

@@ -231,20 +231,44 @@ impl AppState {
             .map_err(|e| ApiError::cassandra("reading an app's owners", &e))
     }
 
+    /// Whether `caller` may read `app`, and whether it sees the app's plain `env` values: the
+    /// app's owners read once (not at all for an admin).
+    pub(crate) async fn read_access(
+        &self,
+        caller: &Principal,
+        app: &str,
+    ) -> Result<(bool, bool), ApiError> {
+        if caller.is_admin() {
+            return Ok((true, true));
+        }
+        let owners = self.owners(app).await?;
+        Ok((
+            caller.may_read(owners.as_ref()),
+            caller.sees_env(owners.as_ref()),
+        ))
+    }
+
+    /// `403` unless `caller` may read `app`; whether it sees the app's plain `env` values.
+    pub(crate) async fn may_read_env(
+        &self,
+        caller: &Principal,
+        app: &str,
+    ) -> Result<bool, ApiError> {
+        match self.read_access(caller, app).await? {
+            (true, sees_env) => Ok(sees_env),
+            (false, _) => Err(forbidden(Refusal {
+                reason: format!("app {app} belongs to no team of {}", caller.name),
+                field: Some("app".into()),
+            })),
+        }
+    }
+
     /// `403` unless `caller` may read `app`.
     pub(crate) async fn may_read(&self, caller: &Principal, app: &str) -> Result<(), ApiError> {
         if caller.sees_all() {
             return Ok(());
         }
-        let owners = self.owners(app).await?;
-        if caller.may_read(owners.as_ref()) {
-            Ok(())
-        } else {
-            Err(forbidden(Refusal {
-                reason: format!("app {app} belongs to no team of {}", caller.name),
-                field: Some("app".into()),
-            }))
-        }
+        self.may_read_env(caller, app).await.map(|_| ())
     }
 
     /// `403` unless `caller` may change `app` in `regions` (`field(i)` names region `i` in the

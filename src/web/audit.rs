@@ -43,7 +43,7 @@ pub async fn get_audit(
     let now_ms = crate::models::envelope::now_us() / 1000;
     let since_ms = match raw.get("since") {
         None => now_ms - DAY_MS,
-        Some(_) => parse_time("since", raw.get("since"))? / 1000,
+        since => parse_time("since", since)? / 1000,
     };
     if since_ms < now_ms - MAX_DAYS * DAY_MS {
         return Err(ApiError::bad_field(

@@ -199,9 +199,8 @@ pub async fn get_deployment(
     match view(&state, id).await? {
         Some(mut view) => {
             let app = view["app"].as_str().unwrap_or_default().to_owned();
-            state.may_read(&caller, &app).await?;
-            let owners = state.owners(&app).await?;
-            redact(&mut view, !caller.sees_env(owners.as_ref()));
+            let sees_env = state.may_read_env(&caller, &app).await?;
+            redact(&mut view, !sees_env);
             Ok(HttpResponse::Ok().json(view))
         }
         None => Err(not_found(id)),

@@ -140,12 +140,13 @@ pub async fn list_deployments(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse(&raw)?;
-    if let Some(app) = &q.app {
-        state.may_read(&caller, app.as_str()).await?;
-    }
     // Whether the caller sees each app met, and its env values: asked of Cassandra once per app.
     let mut visible: std::collections::HashMap<String, (bool, bool)> =
         std::collections::HashMap::new();
+    if let Some(app) = &q.app {
+        let sees_env = state.may_read_env(&caller, app.as_str()).await?;
+        visible.insert(app.to_string(), (true, sees_env));
+    }
     let read_failed = |e| ApiError::cassandra("listing deployments", &e);
     let (mut month, mut paging) = match &q.cursor {
         Some(c) => (c.m.clone(), c.p.as_deref().and_then(unhex)),
@@ -180,11 +181,7 @@ pub async fn list_deployments(
             let (seen_by_caller, sees_env) = match visible.get(&app) {
                 Some(seen) => *seen,
                 None => {
-                    let owners = state.owners(&app).await?;
-                    let seen = (
-                        caller.may_read(owners.as_ref()),
-                        caller.sees_env(owners.as_ref()),
-                    );
+                    let seen = state.read_access(&caller, &app).await?;
                     visible.insert(app, seen);
                     seen
                 }

@@ -167,7 +167,7 @@ struct RollbackBody {
 
 /// A deployment row's target regions (names that do not parse, which mot never writes, are
 /// skipped).
-pub(crate) fn target_regions(targets: &[String]) -> Vec<RegionName> {
+fn target_regions(targets: &[String]) -> Vec<RegionName> {
     targets
         .iter()
         .filter_map(|r| RegionName::parse(r).ok())

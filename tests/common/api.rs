@@ -26,11 +26,20 @@ pub struct TestApp {
 /// Spawns the API on port 0 with a fresh, migrated keyspace; `central_bootstrap` overrides the
 /// central cluster's address (a closed port shows Kafka being down).
 pub async fn spawn_app_with(central_bootstrap: Option<&str>) -> TestApp {
-    // The central region named for this test: the requests it logs on the shared central
-    // cluster are its own (their origin), not work for another mot on the same servers (a
-    // `dev/run`, the benchmarks), whose central region has the dev topology's name.
-    let central = format!("production-c{}", super::unique("").replace('_', ""));
-    spawn_app_custom(central_bootstrap, Some(&central)).await
+    spawn(central_bootstrap, Some(&unique_central()), "").await
+}
+
+/// A central region name for one test: the requests it logs on the shared central cluster are
+/// its own (their origin), not work for another mot on the same servers (a `dev/run`, the
+/// benchmarks), whose central region has the dev topology's name.
+fn unique_central() -> String {
+    format!("production-c{}", super::unique("").replace('_', ""))
+}
+
+/// The API as [`spawn_app`] makes it, with `auth` added to the `[auth]` section (e.g.
+/// `mutation_burst = 2`, or an `[auth.jwt]` or `[web.tls]` table).
+pub async fn spawn_app_auth(auth: &str) -> TestApp {
+    spawn(None, Some(&unique_central()), auth).await
 }
 
 /// The API on the dev topology; with `central_bootstrap`, the central cluster is elsewhere; with
@@ -40,16 +49,11 @@ pub async fn spawn_app_custom(
     central_bootstrap: Option<&str>,
     central_name: Option<&str>,
 ) -> TestApp {
-    spawn_app_auth(central_bootstrap, central_name, "").await
+    spawn(central_bootstrap, central_name, "").await
 }
 
-/// The API as [`spawn_app_custom`] makes it, with `auth` added to the `[auth]` section (e.g.
-/// `mutation_burst = 2`, or an `[auth.jwt]` table).
-pub async fn spawn_app_auth(
-    central_bootstrap: Option<&str>,
-    central_name: Option<&str>,
-    auth: &str,
-) -> TestApp {
+/// [`spawn_app_custom`], with `auth` added to the `[auth]` section.
+async fn spawn(central_bootstrap: Option<&str>, central_name: Option<&str>, auth: &str) -> TestApp {
     super::init_tracing();
     let keyspace = super::unique("mot_api");
     let mut text = std::fs::read_to_string(super::repo_path("dev/mot.toml"))
