@@ -153,17 +153,21 @@ async fn sigkill_amid_ten_versions_leaves_the_newest_running_and_every_deploymen
         let app = format!("crash-{round}");
         let mut ids = Vec::new();
         for v in 1..=VERSIONS {
-            let resp = http
-                .post(format!("{url}/deployments"))
-                .json(&json!({
-                    "app": app, "version": format!("1.0.{v}"),
-                    "artifact": format!("registry.example.com/{app}:1.0.{v}"),
-                    "instances_per_zone": 1, "resources": {"cpus": 0.1, "mem_mb": 64},
-                    "targets": [{"region": test_region}, {"region": prod_region}],
-                }))
-                .send()
-                .await
-                .unwrap();
+            // As a client should: a 503 (not acknowledged) is retried, with one Idempotency-Key
+            // so that a retry of a request Kafka did log stays one deployment.
+            let key = common::unique("crash-post");
+            let body = json!({
+                "app": app, "version": format!("1.0.{v}"),
+                "artifact": format!("registry.example.com/{app}:1.0.{v}"),
+                "instances_per_zone": 1, "resources": {"cpus": 0.1, "mem_mb": 64},
+                "targets": [{"region": test_region}, {"region": prod_region}],
+            });
+            let resp = common::send_retrying("POST /deployments", || {
+                http.post(format!("{url}/deployments"))
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+            })
+            .await;
             assert_eq!(resp.status().as_u16(), 202);
             let body: Value = resp.json().await.unwrap();
             assert_eq!(body["generation"], v as u64, "generations count up per app");
@@ -308,18 +312,21 @@ async fn sigkill_mid_rollout_resumes_it_and_launches_each_wave_once() {
     let mut c = Crashable::start().await;
     let (http, url) = (c.http.clone(), c.url.clone());
     let (test, prod) = (c.test_region.clone(), c.prod_region.clone());
-    let resp = http
-        .post(format!("{url}/deployments"))
-        .json(&json!({
-            "app": "rollout-crash", "version": "1.0.0",
-            "artifact": "registry.example.com/rollout-crash:1.0.0",
-            "instances_per_zone": 1, "resources": {"cpus": 0.1, "mem_mb": 64},
-            "targets": [{"region": test}, {"region": prod}],
-            "strategy": {"waves": [[test], [prod]], "min_healthy_secs": 5, "deadline_secs": 300},
-        }))
-        .send()
-        .await
-        .unwrap();
+    let key = common::unique("crash-post");
+    let body = json!({
+        "app": "rollout-crash", "version": "1.0.0",
+        "artifact": "registry.example.com/rollout-crash:1.0.0",
+        "instances_per_zone": 1, "resources": {"cpus": 0.1, "mem_mb": 64},
+        "targets": [{"region": test}, {"region": prod}],
+        "strategy": {"waves": [[test], [prod]], "min_healthy_secs": 5, "deadline_secs": 300},
+    });
+    // A 503 is retried under one Idempotency-Key, as a client should.
+    let resp = common::send_retrying("POST /deployments", || {
+        http.post(format!("{url}/deployments"))
+            .header("Idempotency-Key", &key)
+            .json(&body)
+    })
+    .await;
     assert_eq!(resp.status().as_u16(), 202);
     let id = resp.json::<Value>().await.unwrap()["id"]
         .as_str()

@@ -320,7 +320,7 @@ impl Flow {
 
     /// `GET path` on the API, answering status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = send_retrying(&format!("GET {path}"), || {
+        let resp = super::send_retrying(&format!("GET {path}"), || {
             self.http.get(format!("{}{path}", self.url))
         })
         .await;
@@ -480,7 +480,7 @@ impl Flow {
         }
         // Every retry carries the same Idempotency-Key: it stays one deployment.
         let key = super::unique("post");
-        let resp = send_retrying("POST /deployments", || {
+        let resp = super::send_retrying("POST /deployments", || {
             self.http
                 .post(format!("{}/deployments", self.url))
                 .header("Idempotency-Key", &key)
@@ -599,28 +599,5 @@ impl Flow {
             .json()
             .await
             .unwrap()
-    }
-}
-
-/// Sends the request `build` makes as a client should, again when the answer says to: a 503
-/// (Cassandra or Kafka did not answer in time on a loaded machine) after its Retry-After, a 408
-/// or a connection the server closed under the request (an API server just stopped, a machine
-/// busy restarting every agent) at once.
-async fn send_retrying(
-    what: &str,
-    build: impl Fn() -> reqwest::RequestBuilder,
-) -> reqwest::Response {
-    let mut attempts = 0;
-    loop {
-        match build().send().await {
-            Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
-            Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Ok(resp) => break resp,
-            Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
-            Err(e) => panic!("{what}: {e:?}"),
-        }
     }
 }

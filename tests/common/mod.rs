@@ -211,6 +211,29 @@ impl TestPki {
     }
 }
 
+/// Sends the request `build` makes as a client should, again when the answer says to: a 503
+/// (Cassandra or Kafka did not answer in time on a loaded machine) after its Retry-After, a 408
+/// or a connection the server closed under the request (an API server just stopped, a machine
+/// busy restarting every agent) at once.
+pub async fn send_retrying(
+    what: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> reqwest::Response {
+    let mut attempts = 0;
+    loop {
+        match build().send().await {
+            Ok(resp) if resp.status().as_u16() == 408 && attempts < 3 => attempts += 1,
+            Ok(resp) if resp.status().as_u16() == 503 && attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Ok(resp) => break resp,
+            Err(e) if attempts < 3 && (e.is_request() || e.is_connect()) => attempts += 1,
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+    }
+}
+
 /// The `mot` binary built for this test run.
 pub fn mot_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mot")
