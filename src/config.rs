@@ -359,9 +359,37 @@ pub struct CassandraConfig {
     /// How long one request may take before the driver gives up.
     #[serde(default = "CassandraConfig::default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// The role mot logs in as (`PasswordAuthenticator`); none: no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Credentials>,
+    /// TLS to the nodes' native transport (`client_encryption_options`); none: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<CassandraTls>,
+}
+
+/// `[cassandra] tls = { ca_file, cert_file, key_file }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CassandraTls {
+    /// The CA the nodes' certificates are checked against (PEM); none: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for nodes that require one (`require_client_auth`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM, unencrypted).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl CassandraConfig {
+    /// This section as TOML (`[cassandra]`, passwords only by where they are read from), for a
+    /// configuration made from another (tests, benchmarks).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&std::collections::BTreeMap::from([("cassandra", self)]))
+            .expect("the cassandra section serializes")
+    }
+
     fn default_datacenter() -> String {
         "datacenter1".to_owned()
     }
@@ -419,12 +447,185 @@ pub struct ClusterConfig {
     pub name: ClusterName,
     /// `host:port` of its brokers.
     pub bootstrap: Vec<String>,
-    /// Extra librdkafka client properties (security settings); values never printed.
+    /// How mot's clients reach it: plaintext (the default), TLS, and/or SASL (SCRAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Box<KafkaSecurity>>,
+    /// Extra librdkafka client properties, set after (and so over) those `security` makes;
+    /// values never printed.
     #[serde(default, skip_serializing)]
     pub client: std::collections::BTreeMap<String, String>,
 }
 
+/// `security = { protocol, ca_file, cert_file, key_file, sasl }` of a `[[clusters]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSecurity {
+    /// librdkafka's `security.protocol`.
+    pub protocol: KafkaProtocol,
+    /// The CA the brokers' certificates are checked against (PEM), beside the system's roots;
+    /// the broker's name or address must be in its certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for brokers that ask for one (mutual TLS).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM, unencrypted).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The SASL mechanism (`SASL_SSL`, `SASL_PLAINTEXT`): `SCRAM-SHA-512` (the default),
+    /// `SCRAM-SHA-256` or `PLAIN`.
+    #[serde(default = "KafkaSecurity::default_sasl_mechanism")]
+    pub sasl_mechanism: SaslMechanism,
+    /// Its credentials (`SASL_SSL`, `SASL_PLAINTEXT`).
+    #[serde(default)]
+    pub sasl: Option<Credentials>,
+}
+
+/// Kafka's `security.protocol` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum KafkaProtocol {
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl KafkaProtocol {
+    /// As librdkafka spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// The SASL mechanisms mot's librdkafka speaks (built with SSL, without GSSAPI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    /// As librdkafka spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::Plain => "PLAIN",
+        }
+    }
+}
+
+/// A user name and where its password comes from: a file (its first line, so rotating it is
+/// rewriting the file and reloading) or an environment variable. Never the password itself in
+/// the configuration file. Read when the configuration is loaded; `Debug` never shows it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The password read from `password_file` or `password_env` by [`Config::load`].
+    #[serde(skip)]
+    password: Option<Secret>,
+}
+
+impl Credentials {
+    /// Credentials whose password is given (tests, tools).
+    pub fn new(username: impl Into<String>, password: Secret) -> Self {
+        Self {
+            username: username.into(),
+            password_file: None,
+            password_env: None,
+            password: Some(password),
+        }
+    }
+
+    /// The password (empty before [`Config::load`] read it).
+    pub fn password(&self) -> &str {
+        self.password.as_ref().map_or("", Secret::expose)
+    }
+
+    /// Reads the password from where the file says; `field` names these credentials in errors.
+    fn resolve(&mut self, field: &str) -> Result<(), ConfigProblem> {
+        let problem = |at: &str, problem: String| ConfigProblem {
+            field: format!("{field}.{at}"),
+            problem,
+        };
+        let password = match (&self.password_file, &self.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(problem(
+                    "password_file",
+                    "set password_file or password_env, not both".into(),
+                ))
+            }
+            (None, None) if self.password.is_some() => return Ok(()),
+            (None, None) => {
+                return Err(problem(
+                    "password_file",
+                    "set password_file or password_env (the password itself is never in this file)"
+                        .into(),
+                ))
+            }
+            (Some(file), None) => std::fs::read_to_string(file)
+                .map_err(|e| {
+                    problem(
+                        "password_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|e| problem("password_env", format!("environment variable {var}: {e}")))?,
+        };
+        if password.is_empty() {
+            return Err(problem(
+                if self.password_file.is_some() {
+                    "password_file"
+                } else {
+                    "password_env"
+                },
+                "holds an empty password".into(),
+            ));
+        }
+        self.password = Some(Secret::new(password));
+        Ok(())
+    }
+}
+
 impl ClusterConfig {
+    /// This cluster as a `[[clusters]]` entry of TOML (its `security` included, passwords only by
+    /// where they are read from, `client` left out), for a configuration made from another.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&std::collections::BTreeMap::from([("clusters", [self])]))
+            .expect("a cluster serializes")
+    }
+
     /// The `bootstrap.servers` value.
     pub fn bootstrap_servers(&self) -> String {
         self.bootstrap.join(",")
@@ -545,7 +746,9 @@ impl Config {
             file: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let problems = config.validate();
+        let mut config = config;
+        let mut problems = config.validate();
+        problems.extend(config.read_passwords());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -657,6 +860,11 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if let Some(tls) = &c.tls {
+            for (field, problem) in tls_file_problems(&tls.ca_file, &tls.cert_file, &tls.key_file) {
+                bad(format!("cassandra.tls.{field}"), problem);
+            }
+        }
         if self.kafka.partitions < 1 {
             bad("kafka.partitions".into(), "must be at least 1".into());
         }
@@ -687,6 +895,13 @@ impl Config {
                         format!("clusters[{i}].bootstrap[{j}]"),
                         format!("`{server}` is not `host:port`"),
                     );
+                }
+            }
+        }
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            if let Some(security) = &cluster.security {
+                for (field, problem) in security.problems() {
+                    bad(format!("clusters[{i}].security.{field}"), problem);
                 }
             }
         }
@@ -789,6 +1004,21 @@ impl Config {
         out
     }
 
+    /// Reads every password the file points to (Kafka SASL, Cassandra); a problem for each one
+    /// that cannot be read.
+    fn read_passwords(&mut self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (i, cluster) in self.clusters.iter_mut().enumerate() {
+            if let Some(sasl) = cluster.security.as_mut().and_then(|s| s.sasl.as_mut()) {
+                problems.extend(sasl.resolve(&format!("clusters[{i}].security.sasl")).err());
+            }
+        }
+        if let Some(auth) = &mut self.cassandra.auth {
+            problems.extend(auth.resolve("cassandra.auth").err());
+        }
+        problems
+    }
+
     /// The cluster named `name`.
     pub fn cluster(&self, name: &ClusterName) -> Option<&ClusterConfig> {
         self.clusters.iter().find(|c| &c.name == name)
@@ -803,6 +1033,73 @@ impl Config {
     pub fn runs(&self, role: Role) -> bool {
         self.node.roles.contains(&role)
     }
+}
+
+impl KafkaSecurity {
+    fn default_sasl_mechanism() -> SaslMechanism {
+        SaslMechanism::ScramSha512
+    }
+
+    /// What is inconsistent in these settings, by field.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let protocol = self.protocol.as_str();
+        match (&self.sasl, self.protocol.uses_sasl()) {
+            (None, true) => out.push((
+                "sasl",
+                format!("{protocol} needs sasl = {{ username, password_file | password_env }}"),
+            )),
+            (Some(_), false) => out.push((
+                "sasl",
+                format!("is for SASL_SSL or SASL_PLAINTEXT, not {protocol}"),
+            )),
+            _ => {}
+        }
+        if !self.protocol.uses_tls() {
+            for (field, file) in [
+                ("ca_file", &self.ca_file),
+                ("cert_file", &self.cert_file),
+                ("key_file", &self.key_file),
+            ] {
+                if file.is_some() {
+                    out.push((field, format!("is for SSL or SASL_SSL, not {protocol}")));
+                }
+            }
+        }
+        out.extend(tls_file_problems(
+            &self.ca_file,
+            &self.cert_file,
+            &self.key_file,
+        ));
+        out
+    }
+}
+
+/// A client certificate needs its key (and the other way round), and every file named must
+/// exist: a typo is reported when the file is loaded, not at the first connection.
+fn tls_file_problems(
+    ca_file: &Option<PathBuf>,
+    cert_file: &Option<PathBuf>,
+    key_file: &Option<PathBuf>,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match (cert_file, key_file) {
+        (Some(_), None) => out.push(("key_file", "cert_file needs its key_file".into())),
+        (None, Some(_)) => out.push(("cert_file", "key_file needs its cert_file".into())),
+        _ => {}
+    }
+    for (field, file) in [
+        ("ca_file", ca_file),
+        ("cert_file", cert_file),
+        ("key_file", key_file),
+    ] {
+        if let Some(file) = file {
+            if !file.is_file() {
+                out.push((field, format!("{} is not a readable file", file.display())));
+            }
+        }
+    }
+    out
 }
 
 fn is_http_url(value: &str) -> bool {

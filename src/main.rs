@@ -227,7 +227,7 @@ fn main() -> ExitCode {
 /// blocking client is built there), the daemon, then the spans flushed.
 fn run(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = Config::load(config)?;
-    let telemetry = mot::telemetry::init(&loaded.telemetry).context("telemetry")?;
+    let telemetry = mot::telemetry::init(&loaded.telemetry, &loaded.tls).context("telemetry")?;
     let result = actix::System::new().block_on(mot::daemon::run(loaded, config));
     telemetry.shutdown();
     result

@@ -19,7 +19,9 @@ use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogFormat, TelemetryConfig};
+use anyhow::Context as _;
+
+use crate::config::{LogFormat, TelemetryConfig, TlsConfig};
 
 /// Spans awaiting export, at most; beyond that new spans are dropped.
 const MAX_QUEUED_SPANS: usize = 4096;
@@ -46,8 +48,9 @@ impl Telemetry {
 }
 
 /// Installs the global subscriber (logs + spans) and the W3C propagator. Call once, outside
-/// any async runtime (the exporter's blocking HTTP client is built here).
-pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
+/// any async runtime (the exporter's blocking HTTP client is built here). An `https://`
+/// collector is trusted through `tls.ca_file` too, as every other `https://` call mot makes.
+pub fn init(config: &TelemetryConfig, tls: &TlsConfig) -> anyhow::Result<Telemetry> {
     let mut builder = SdkTracerProvider::builder();
     let endpoint = config
         .otlp_endpoint
@@ -61,9 +64,18 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
         } else {
             format!("{}/v1/traces", endpoint.trim_end_matches('/'))
         };
-        let client = reqwest_otlp::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()?;
+        let mut client =
+            reqwest_otlp::blocking::Client::builder().timeout(std::time::Duration::from_secs(5));
+        if let Some(ca) = &tls.ca_file {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("tls.ca_file {}: cannot read", ca.display()))?;
+            for cert in reqwest_otlp::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("tls.ca_file {}: not PEM certificates", ca.display()))?
+            {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let client = client.build()?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(client)

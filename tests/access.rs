@@ -347,6 +347,41 @@ async fn mutating_calls_are_rate_limited_per_principal() {
         ],
         "{audit}"
     );
+
+    // Callers without valid credentials share their address's bucket: the third is 429, and
+    // it costs no audit row (a flood of them is not a flood of INSERTs).
+    let anonymous = reqwest::Client::new();
+    let post = |token: Option<&str>| {
+        let request = anonymous
+            .post(format!("{}/deployments", app.url))
+            .header("Content-Type", "application/json")
+            .body("{}");
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+    };
+    assert_eq!(send(post(None)).await.0, 401);
+    assert_eq!(send(post(Some("mot_not-a-token"))).await.0, 401);
+    let (status, headers, body) = send(post(None)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(headers.contains_key("retry-after"));
+    assert!(!headers.contains_key("www-authenticate"));
+    // A valid token from the same address is not held back by them.
+    assert_eq!(send(post(Some(&tokens.admin))).await.0, 400);
+    let (_, _, audit) = send(
+        app.client
+            .get(format!("{}/audit?principal=anonymous", app.url)),
+    )
+    .await;
+    let statuses: Vec<i64> = audit["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [401, 401], "{audit}");
 }
 
 /// An identity provider's signing key.

@@ -8,49 +8,8 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use serde_json::Value;
-
-use common::ExtraKafka;
-
-async fn readyz(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
-    let resp = http.get(format!("{url}/readyz")).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.json().await.ok()?))
-}
-
-fn check<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
-    body["checks"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)
-}
-
-/// Polls `/readyz` until `wanted` holds for its answer; panics with the last answer otherwise.
-async fn readyz_until(
-    http: &reqwest::Client,
-    url: &str,
-    secs: u64,
-    what: &str,
-    wanted: impl Fn(u16, &Value) -> bool,
-) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let mut last = None;
-    loop {
-        if let Some((status, body)) = readyz(http, url).await {
-            if wanted(status, &body) {
-                return body;
-            }
-            last = Some((status, body));
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for /readyz: {what}; last answer: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+use common::{readyz_check as check, readyz_until, ExtraKafka};
 
 fn cassandra_clients(on: bool) {
     let status = Command::new(common::repo_path("dev/infra"))

@@ -46,9 +46,8 @@ fn capture_logs() {
 /// `marks` (the flow's regions) or is a central topic every flow shares, as text.
 async fn records_on(cluster: &mot::config::ClusterConfig, marks: &[&str]) -> Vec<String> {
     let consumer: rdkafka::consumer::BaseConsumer = {
-        let mut config = rdkafka::ClientConfig::new();
+        let mut config = mot::topics::clients::base_config(cluster);
         config
-            .set("bootstrap.servers", cluster.bootstrap.join(","))
             .set("group.id", common::unique("secrets-scan"))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");

@@ -49,12 +49,15 @@ fn tag<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
 
 #[test]
 fn one_post_to_two_regions_is_one_trace_from_the_api_to_the_archive() {
-    let telemetry = mot::telemetry::init(&TelemetryConfig {
-        otlp_endpoint: Some("http://127.0.0.1:4318".into()),
-        service_name: Some(format!("mot-test-{}", common::unique("").replace('_', ""))),
-        sample_ratio: None,
-        log_format: LogFormat::Text,
-    })
+    let telemetry = mot::telemetry::init(
+        &TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+            service_name: Some(format!("mot-test-{}", common::unique("").replace('_', ""))),
+            sample_ratio: None,
+            log_format: LogFormat::Text,
+        },
+        &Default::default(),
+    )
     .unwrap();
     let (trace_id, test_region, prod_region) = actix::System::new().block_on(async {
         let flow = common::flow::start().await;

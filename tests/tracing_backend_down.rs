@@ -13,12 +13,15 @@ use mot::config::{LogFormat, TelemetryConfig};
 fn deployments_flow_while_the_trace_backend_is_down() {
     // A port nobody listens on.
     let closed = common::free_port();
-    let telemetry = mot::telemetry::init(&TelemetryConfig {
-        otlp_endpoint: Some(format!("http://127.0.0.1:{closed}")),
-        service_name: None,
-        sample_ratio: None,
-        log_format: LogFormat::Json,
-    })
+    let telemetry = mot::telemetry::init(
+        &TelemetryConfig {
+            otlp_endpoint: Some(format!("http://127.0.0.1:{closed}")),
+            service_name: None,
+            sample_ratio: None,
+            log_format: LogFormat::Json,
+        },
+        &Default::default(),
+    )
     .unwrap();
     actix::System::new().block_on(async {
         let flow = common::flow::start().await;

@@ -70,14 +70,19 @@ impl Env {
     /// zone each, at an address that does not answer), routed to the central cluster by mot's
     /// localizers.
     pub fn config_text(&self, regions: &[String], roles: &str, listen: &str) -> String {
+        // The dev Cassandra as dev/mot.toml reaches it (its login and TLS), in this run's keyspace.
+        let mut cassandra = Config::load(std::path::Path::new("dev/mot.toml"))
+            .expect("dev/mot.toml")
+            .cassandra;
+        cassandra.keyspace = self.keyspace.clone();
+        cassandra.replication_factor = 1;
         let mut text = format!(
-            "[node]\nroles = [{roles}]\n\n[web]\nlisten = \"{listen}\"\n\n\
-             [cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"{ks}\"\nreplication_factor = 1\n\n\
+            "[node]\nroles = [{roles}]\n\n[web]\nlisten = \"{listen}\"\n\n{cassandra}\n\
              [kafka]\npartitions = 2\nreplication_factor = 1\n\n\
              [topology]\ncentral = \"production-us-east-1\"\n\n\
              [[clusters]]\nname = \"bench-central\"\nbootstrap = [\"{central}\"]\n\n\
              [[regions]]\nname = \"production-us-east-1\"\ncluster = \"bench-central\"\nzones = []\n",
-            ks = self.keyspace,
+            cassandra = cassandra.to_toml(),
             central = self.central,
         );
         for (i, region) in regions.iter().enumerate() {
@@ -176,11 +181,14 @@ fn main() {
     if std::env::var("RUST_LOG").is_err() {
         std::env::set_var("RUST_LOG", "warn,librdkafka=error");
     }
-    let telemetry = mot::telemetry::init(&mot::config::TelemetryConfig {
-        otlp_endpoint: Some("http://127.0.0.1:4318".into()),
-        service_name: Some("mot-bench".into()),
-        ..Default::default()
-    })
+    let telemetry = mot::telemetry::init(
+        &mot::config::TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+            service_name: Some("mot-bench".into()),
+            ..Default::default()
+        },
+        &Default::default(),
+    )
     .expect("telemetry");
     let machine = report::Machine::detect(quick);
     let (sections, profile) = actix_web::rt::System::new().block_on(run(&env));

@@ -386,12 +386,30 @@ impl Topology {
     }
 }
 
-/// The librdkafka settings shared by every client of `cluster`: its bootstrap servers and the
-/// extra client properties (security) the topology gives it.
+/// The librdkafka settings shared by every client of `cluster`: its bootstrap servers, its
+/// `security` (TLS, SASL), and the extra client properties the topology gives it.
 pub fn base_config(cluster: &ClusterConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", cluster.bootstrap_servers());
     config.set("client.id", format!("mot-{}", cluster.name));
+    if let Some(security) = &cluster.security {
+        config.set("security.protocol", security.protocol.as_str());
+        for (key, file) in [
+            ("ssl.ca.location", &security.ca_file),
+            ("ssl.certificate.location", &security.cert_file),
+            ("ssl.key.location", &security.key_file),
+        ] {
+            if let Some(file) = file {
+                config.set(key, file.display().to_string());
+            }
+        }
+        if let Some(sasl) = &security.sasl {
+            config
+                .set("sasl.mechanism", security.sasl_mechanism.as_str())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password());
+        }
+    }
     for (key, value) in &cluster.client {
         config.set(key, value);
     }

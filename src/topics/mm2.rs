@@ -70,6 +70,34 @@ pub fn properties(topology: &Topology) -> Option<String> {
     for cluster in &clusters {
         if let Some(c) = config.cluster(cluster) {
             let _ = writeln!(w, "{cluster}.bootstrap.servers = {}", c.bootstrap_servers());
+            if let Some(security) = &c.security {
+                let _ = writeln!(
+                    w,
+                    "{cluster}.security.protocol = {}",
+                    security.protocol.as_str()
+                );
+                if let Some(ca) = &security.ca_file {
+                    let _ = writeln!(w, "{cluster}.ssl.truststore.type = PEM");
+                    let _ = writeln!(w, "{cluster}.ssl.truststore.location = {}", ca.display());
+                }
+                if let Some(sasl) = &security.sasl {
+                    let mechanism = security.sasl_mechanism.as_str();
+                    let module = match security.sasl_mechanism {
+                        crate::config::SaslMechanism::Plain => "plain.PlainLoginModule",
+                        _ => "scram.ScramLoginModule",
+                    };
+                    let _ = writeln!(w, "{cluster}.sasl.mechanism = {mechanism}");
+                    let _ = writeln!(
+                        w,
+                        "# {cluster}: the password is not printed; put the one mot reads there"
+                    );
+                    let _ = writeln!(
+                        w,
+                        "{cluster}.sasl.jaas.config = org.apache.kafka.common.security.{module} required username=\"{}\" password=\"<password>\";",
+                        sasl.username
+                    );
+                }
+            }
             if !c.client.is_empty() {
                 let keys: Vec<&str> = c.client.keys().map(String::as_str).collect();
                 let _ = writeln!(

@@ -3,7 +3,9 @@
 //! [`Caller`] extractor; and the checks the handlers make against an app's owners.
 //!
 //! - Missing or refused credentials: `401` with `WWW-Authenticate: Bearer` and the JSON error.
-//! - Too many mutating calls: `429` with `Retry-After`.
+//! - Too many mutating calls: `429` with `Retry-After`. Calls without valid credentials draw
+//!   on one bucket per source address (reads too), and beyond it are answered `429` without
+//!   an audit row each.
 //! - A call the principal's role, teams or environments do not allow: `403` naming the reason
 //!   and the field (nothing is produced to Kafka).
 //!
@@ -112,6 +114,20 @@ pub async fn guard(
     let principal = match state.auth.authenticate(authorization).await {
         Ok(principal) => principal,
         Err(e) => {
+            // Callers without valid credentials share one bucket per source address: a flood
+            // of them costs a 429 each, not a token check and an audit row each.
+            let source = req.peer_addr().map(|a| a.ip().to_string());
+            let bucket = format!("\u{0}unauthenticated/{}", source.as_deref().unwrap_or("-"));
+            if let Err(wait) = state.auth.limits.take(&bucket) {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many calls without valid credentials; retry in {secs} s"),
+                );
+                error.retry_after_secs = Some(secs);
+                return Ok(req.into_response(error.error_response()));
+            }
             tracing::info!(path = req.path(), reason = %e, "call refused: not authenticated");
             let error = unauthenticated(&e);
             let mut response = error.error_response();

@@ -40,7 +40,24 @@ impl Check {
     }
 }
 
-type Probe = Result<Arc<BaseConsumer>, String>;
+type Probe = Result<Arc<BaseConsumer<ProbeContext>>, String>;
+
+/// The probe's client context: keeps the last error librdkafka reported for the cluster (a
+/// refused login, a failed TLS handshake), which a metadata request that times out does not
+/// say.
+#[derive(Default)]
+pub struct ProbeContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "readiness probe: kafka client error");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}
 
 /// What `/readyz` checks; the daemon keeps it in step with the running topology.
 pub struct Readiness {
@@ -74,7 +91,7 @@ impl Readiness {
                 let cluster = topology.config().cluster(&name)?;
                 let probe = base_config(cluster)
                     .set("group.id", "mot-readyz")
-                    .create::<BaseConsumer>()
+                    .create_with_context::<_, BaseConsumer<ProbeContext>>(ProbeContext::default())
                     .map(Arc::new)
                     .map_err(|e| e.to_string());
                 Some((name, probe))
@@ -121,13 +138,28 @@ impl Readiness {
 async fn kafka(probe: Probe) -> Result<(), String> {
     let probe = probe?;
     let brokers = web::block(move || {
-        probe
-            .fetch_metadata(None, CHECK_TIMEOUT)
-            .map(|m| m.brokers().len())
+        let answer = probe.fetch_metadata(None, CHECK_TIMEOUT);
+        // Errors reach the context only when the client is polled (it is subscribed to
+        // nothing: there is no message to take).
+        while probe.poll(Duration::ZERO).is_some() {}
+        let mut last_error = probe
+            .context()
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match answer {
+            Ok(metadata) => {
+                *last_error = None;
+                Ok(metadata.brokers().len())
+            }
+            Err(e) => Err(match last_error.as_deref() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            }),
+        }
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())??;
     if brokers == 0 {
         return Err("no broker in the metadata".into());
     }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mot::config::Config;
+use serde_json::Value;
 
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -251,15 +252,17 @@ pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     let mut text = String::from(
         "[auth]\ntokens_file = \".mot/auth/tokens.toml\"\n\n\
          [secrets]\nkeyring_file = \".mot/auth/keyring\"\n\n\
-         [cassandra]\ncontact_points = [\"127.0.0.1:9042\"]\nkeyspace = \"mot\"\nreplication_factor = 1\n\n\
          [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"production-us-east-1\"\n\n\
          [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\n",
     );
+    // The dev servers' login and TLS (keyspace `mot`, as the tests' replacements expect).
+    let mut cassandra = dev.cassandra.clone();
+    cassandra.replication_factor = 1;
+    text.push('\n');
+    text.push_str(&cassandra.to_toml());
     for c in &dev.clusters {
-        text.push_str(&format!(
-            "\n[[clusters]]\nname = \"{}\"\nbootstrap = [\"{}\"]\n",
-            c.name, c.bootstrap[0]
-        ));
+        text.push('\n');
+        text.push_str(&c.to_toml());
     }
     for (region, home) in regions {
         text.push_str(&format!(
@@ -548,4 +551,44 @@ pub async fn sigterm_and_wait(mut process: MotProcess) {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+}
+
+/// `/readyz`: its status and body, or None when it did not answer.
+async fn readyz(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
+    let resp = http.get(format!("{url}/readyz")).send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// The check named `name` in a `/readyz` body.
+pub fn readyz_check<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    body["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+/// Polls `/readyz` until `wanted` holds for its answer; panics with the last answer otherwise.
+pub async fn readyz_until(
+    http: &reqwest::Client,
+    url: &str,
+    secs: u64,
+    what: &str,
+    wanted: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    loop {
+        if let Some((status, body)) = readyz(http, url).await {
+            if wanted(status, &body) {
+                return body;
+            }
+            last = Some((status, body));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for /readyz: {what}; last answer: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
