@@ -440,7 +440,7 @@ pub struct TopologyConfig {
 }
 
 /// `[[clusters]]`: one Kafka cluster in one datacenter.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The datacenter's name.
@@ -615,6 +615,18 @@ impl Credentials {
         }
         self.password = Some(Secret::new(password));
         Ok(())
+    }
+}
+
+/// The `client` properties' values may be secrets: only their keys are shown.
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
+            .field("bootstrap", &self.bootstrap)
+            .field("security", &self.security)
+            .field("client", &self.client.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -1158,6 +1170,87 @@ mod tests {
         );
         let consul = format!("{:?}", crate::platform::consul::Consul::of(zone));
         assert!(!consul.contains(token), "{consul}");
+    }
+
+    #[test]
+    fn passwords_are_read_from_files_or_the_environment_and_never_shown() {
+        std::env::set_var("MOT_TEST_CASSANDRA_PASSWORD", "c4ss-from-env");
+        let text = dev_toml().replace(
+            "password_file = \".mot/auth/cassandra.password\"",
+            "password_env = \"MOT_TEST_CASSANDRA_PASSWORD\"",
+        );
+        let config = load(&text).unwrap();
+        let cassandra = config.cassandra.auth.as_ref().unwrap();
+        assert_eq!(cassandra.password(), "c4ss-from-env");
+        let cluster = &config.clusters[2];
+        let sasl = cluster.security.as_ref().unwrap().sasl.as_ref().unwrap();
+        let file = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".mot/auth/kafka-test-us-east-1.password"),
+        )
+        .unwrap();
+        assert_eq!(sasl.password(), file.lines().next().unwrap());
+        let shown = format!("{config:?}");
+        for secret in [cassandra.password(), sasl.password()] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn kafka_and_cassandra_security_is_checked_field_by_field() {
+        let problems = |from: &str, to: &str| {
+            let text = dev_toml().replace(from, to);
+            assert_ne!(text, dev_toml(), "{from}");
+            match load(&text) {
+                Err(ConfigError::Invalid { problems, .. }) => problems
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.field, p.problem))
+                    .collect::<Vec<_>>(),
+                other => panic!("{to}: {other:?}"),
+            }
+        };
+        let sasl = "sasl = { username = \"mot\", password_file = \".mot/auth/kafka-test-us-east-1.password\" }";
+        assert_eq!(
+            problems(&format!(", {sasl}"), ""),
+            ["clusters[2].security.sasl: SASL_SSL needs sasl = { username, password_file | password_env }"]
+        );
+        assert_eq!(
+            problems("protocol = \"SASL_SSL\"", "protocol = \"PLAINTEXT\""),
+            [
+                "clusters[2].security.sasl: is for SASL_SSL or SASL_PLAINTEXT, not PLAINTEXT",
+                "clusters[2].security.ca_file: is for SSL or SASL_SSL, not PLAINTEXT"
+            ]
+        );
+        assert_eq!(
+            problems(
+                "ca_file = \".mot/tls/ca.pem\", sasl",
+                "ca_file = \"/nonexistent/ca.pem\", cert_file = \".mot/tls/ca.pem\", sasl"
+            ),
+            [
+                "clusters[2].security.key_file: cert_file needs its key_file",
+                "clusters[2].security.ca_file: /nonexistent/ca.pem is not a readable file"
+            ]
+        );
+        assert_eq!(
+            problems(
+                "password_file = \".mot/auth/kafka-test-us-east-1.password\"",
+                "password_file = \".mot/auth/kafka-test-us-east-1.password\", password_env = \"X\""
+            ),
+            ["clusters[2].security.sasl.password_file: set password_file or password_env, not both"]
+        );
+        assert_eq!(
+            problems(
+                "tls = { ca_file = \".mot/tls/ca.pem\" }",
+                "tls = { ca_file = \".mot/tls/ca.pem\", key_file = \".mot/tls/ca.pem\" }"
+            ),
+            ["cassandra.tls.cert_file: key_file needs its cert_file"]
+        );
+        assert_eq!(
+            problems(
+                "password_file = \".mot/auth/cassandra.password\"",
+                "password_env = \"MOT_TEST_NO_SUCH_VARIABLE\""
+            ),
+            ["cassandra.auth.password_env: environment variable MOT_TEST_NO_SUCH_VARIABLE: environment variable not found"]
+        );
     }
 
     #[test]

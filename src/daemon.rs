@@ -361,18 +361,24 @@ fn plan_agents(topology: &Topology) -> BTreeMap<RegionName, Vec<AgentSpec>> {
 /// mot ensures its own topics at start, on its home clusters only. A cluster that cannot be
 /// reached is logged and left to the agents, which retry; it does not stop the process.
 async fn ensure_home_topics(topology: &Topology) {
-    for cluster in topology.home_clusters() {
-        let Some(admin): Option<ClusterAdmin> = topology.cluster_admin(&cluster) else {
-            continue;
-        };
-        match clients::ensure_topics(topology, &admin).await {
-            Ok(report) if !report.created.is_empty() => {
-                tracing::info!(%cluster, created = ?report.created, "created topics")
+    // Every cluster at once: one that does not answer (down, or refusing mot's login) delays the
+    // start by the admin request's timeout once, not once per cluster.
+    let ensured = topology
+        .home_clusters()
+        .into_iter()
+        .map(|cluster| async move {
+            let Some(admin): Option<ClusterAdmin> = topology.cluster_admin(&cluster) else {
+                return;
+            };
+            match clients::ensure_topics(topology, &admin).await {
+                Ok(report) if !report.created.is_empty() => {
+                    tracing::info!(%cluster, created = ?report.created, "created topics")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%cluster, %error, "cannot ensure topics; agents will retry")
+                }
             }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%cluster, %error, "cannot ensure topics; agents will retry")
-            }
-        }
-    }
+        });
+    futures::future::join_all(ensured).await;
 }

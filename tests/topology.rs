@@ -253,6 +253,16 @@ async fn mirrormaker2_with_generated_properties_delivers_under_the_suffixed_name
     let properties = stdout(&out);
     assert!(properties.contains("IdentityReplicationPolicy"));
     assert!(properties.contains(&format!("replacement = $1.{region}")));
+    // test-us-east-1 is reached over SASL_SSL: the properties carry its protocol, CA and user,
+    // and leave the password for the operator to put in, as they are told.
+    let source = common::dev_config()
+        .cluster(&"test-us-east-1".parse().unwrap())
+        .unwrap()
+        .clone();
+    let sasl = source.security.as_ref().unwrap().sasl.as_ref().unwrap();
+    assert!(properties.contains("test-us-east-1.security.protocol = SASL_SSL"));
+    assert!(!properties.contains(sasl.password()), "{properties}");
+    let properties = properties.replace("<password>", sasl.password());
     let dir = tempfile::tempdir().unwrap();
     let props = dir.path().join("mm2.properties");
     std::fs::write(&props, &properties).unwrap();

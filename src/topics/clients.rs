@@ -618,7 +618,9 @@ pub async fn ensure_topics(
             .set("cleanup.policy", spec.cleanup.as_kafka())
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
     let mut report = EnsureReport::default();
     for result in admin.create_topics(&new_topics, &options).await? {
         match result {

@@ -78,6 +78,8 @@ pub fn properties(topology: &Topology) -> Option<String> {
                 );
                 if let Some(ca) = &security.ca_file {
                     let _ = writeln!(w, "{cluster}.ssl.truststore.type = PEM");
+                    // Absolute: MirrorMaker does not run where mot reads its config.
+                    let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
                     let _ = writeln!(w, "{cluster}.ssl.truststore.location = {}", ca.display());
                 }
                 if let Some(sasl) = &security.sasl {
