@@ -1,5 +1,6 @@
 //! The dev servers are secured as production ones are: test-us-east-1's Kafka cluster takes only
-//! SASL_SSL (SCRAM-SHA-512) logins, Cassandra only password logins over TLS. What each refuses,
+//! SASL_SSL (SCRAM-SHA-512) logins, Cassandra only password logins over TLS from clients with a
+//! certificate its CA signed. What each refuses,
 //! and the clear errors mot gives when its own credentials are wrong. (That whole flows work over
 //! them is every flow test's: their test region lives on that cluster, and every test reads and
 //! writes that Cassandra.)
@@ -109,12 +110,26 @@ async fn cassandra_takes_password_logins_over_tls_only() {
     assert!(refused.contains("as `cassandra`"), "{refused}");
     assert!(refused.contains("incorrect"), "{refused}");
 
+    let mut no_certificate = dev.clone();
+    let tls = no_certificate.tls.as_mut().unwrap();
+    assert!(
+        tls.cert_file.is_some(),
+        "dev/mot.toml presents a client certificate"
+    );
+    (tls.cert_file, tls.key_file) = (None, None);
+    // Refused at the handshake: OpenSSL's "certificate required" alert, or the connection the
+    // node closed, whichever the driver reads first.
+    let refused = cassandra_refusal(&no_certificate).await;
+    assert!(
+        refused.contains("cannot connect to cassandra at 127.0.0.1:9042"),
+        "{refused}"
+    );
+
     let pki = common::TestPki::new();
     let mut untrusted = dev.clone();
     untrusted.tls = Some(CassandraTls {
         ca_file: Some(pki.ca.clone()),
-        cert_file: None,
-        key_file: None,
+        ..dev.tls.clone().unwrap()
     });
     let refused = cassandra_refusal(&untrusted).await;
     assert!(refused.contains("certificate verify failed"), "{refused}");
