@@ -1238,10 +1238,7 @@ mod tests {
             ["clusters[2].security.sasl.password_file: set password_file or password_env, not both"]
         );
         assert_eq!(
-            problems(
-                "tls = { ca_file = \".mot/tls/ca.pem\" }",
-                "tls = { ca_file = \".mot/tls/ca.pem\", key_file = \".mot/tls/ca.pem\" }"
-            ),
+            problems("cert_file = \".mot/tls/client.pem\", ", ""),
             ["cassandra.tls.cert_file: key_file needs its cert_file"]
         );
         assert_eq!(
