@@ -97,6 +97,18 @@ fn public(path: &str) -> bool {
     super::ROUTES_ALWAYS.iter().any(|(_, p)| *p == path)
 }
 
+/// The `429` answer to a caller whose bucket is empty for `wait` more.
+fn rate_limited(wait: std::time::Duration, who: &str) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("{who}; retry in {secs} s"),
+    );
+    error.retry_after_secs = Some(secs);
+    error
+}
+
 /// The middleware: authenticates, rate-limits and audits every call to the service routes.
 pub async fn guard(
     req: ServiceRequest,
@@ -119,13 +131,7 @@ pub async fn guard(
             let source = req.peer_addr().map(|a| a.ip().to_string());
             let bucket = format!("\u{0}unauthenticated/{}", source.as_deref().unwrap_or("-"));
             if let Err(wait) = state.auth.limits.take(&bucket) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let mut error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("too many calls without valid credentials; retry in {secs} s"),
-                );
-                error.retry_after_secs = Some(secs);
+                let error = rate_limited(wait, "too many calls without valid credentials");
                 return Ok(req.into_response(error.error_response()));
             }
             tracing::info!(path = req.path(), reason = %e, "call refused: not authenticated");
@@ -152,16 +158,7 @@ pub async fn guard(
     };
     if writes {
         if let Err(wait) = state.auth.limits.take(&principal.name) {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "{} made too many changes; retry in {secs} s",
-                    principal.name
-                ),
-            );
-            error.retry_after_secs = Some(secs);
+            let error = rate_limited(wait, &format!("{} made too many changes", principal.name));
             let res = req.into_response(error.error_response());
             audit(&state, &res, Some(&principal), "rate_limited").await;
             return Ok(res);
