@@ -294,6 +294,13 @@ pub struct NodeConfig {
     /// Upper bound on a graceful shutdown: drain, store offsets, flush, then exit.
     #[serde(default = "NodeConfig::default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Threads the agents run on; unset: one per core.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+    /// Writes to an agent's own sink (Cassandra) it may keep in flight while it reads on;
+    /// offsets are still stored in order, and records with the same key are written in order.
+    #[serde(default = "NodeConfig::default_sink_window")]
+    pub sink_window: usize,
 }
 
 impl NodeConfig {
@@ -303,6 +310,9 @@ impl NodeConfig {
     fn default_shutdown_timeout_secs() -> u64 {
         30
     }
+    fn default_sink_window() -> usize {
+        32
+    }
 }
 
 impl Default for NodeConfig {
@@ -311,6 +321,8 @@ impl Default for NodeConfig {
             roles: Self::default_roles(),
             regions: Vec::new(),
             shutdown_timeout_secs: Self::default_shutdown_timeout_secs(),
+            worker_threads: None,
+            sink_window: Self::default_sink_window(),
         }
     }
 }
@@ -803,6 +815,12 @@ impl Config {
                 "node.shutdown_timeout_secs".into(),
                 "must be at least 1".into(),
             );
+        }
+        if self.node.worker_threads == Some(0) {
+            bad("node.worker_threads".into(), "must be at least 1".into());
+        }
+        if self.node.sink_window == 0 {
+            bad("node.sink_window".into(), "must be at least 1".into());
         }
         if let Err(e) = self.web.listen.parse::<SocketAddr>() {
             bad(

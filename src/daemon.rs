@@ -120,7 +120,7 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let topology = Topology::checked(&config)?;
     ensure_home_topics(&topology).await;
 
-    let registry = Registry::default();
+    let registry = Registry::with_workers(config.node.worker_threads.unwrap_or(0));
     let mut regions = RunningRegions {
         registry: registry.clone(),
         running: BTreeMap::new(),

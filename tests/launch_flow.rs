@@ -59,9 +59,7 @@ async fn produce_launch_again(flow: &common::flow::Flow, region: &str, id: &str)
         timestamp_ms: None,
     };
     let producer = central.producer().unwrap();
-    pipeline::acknowledged(pipeline::enqueue(&producer, &replay))
-        .await
-        .unwrap();
+    producer.send(&replay).await.unwrap();
 }
 
 #[actix_web::test]

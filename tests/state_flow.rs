@@ -623,9 +623,7 @@ async fn a_record_cassandra_refuses_is_dead_lettered_and_the_records_behind_it_a
             headers: vec![],
             timestamp_ms: None,
         };
-        mot::actors::pipeline::acknowledged(mot::actors::pipeline::enqueue(&producer, &record))
-            .await
-            .unwrap();
+        producer.send(&record).await.unwrap();
     }
 
     instances_until_any(&flow, &id, |i| i["instance_id"] == "by-hand-1").await;

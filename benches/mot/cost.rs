@@ -198,7 +198,7 @@ async fn measure(env: &Env, n: usize) -> Sample {
         }
         loaded_cpu.push(cpu_percent(from, t.elapsed()));
     }
-    producer.inner_flush();
+    producer.flush_blocking();
     drop(process);
     Sample {
         ready_s,

@@ -120,7 +120,7 @@ pub async fn produce_all(producer: &HomeProducer, topic: &str, records: &[(Strin
                     .send_result(FutureRecord::to(topic).key(k).payload(v))
                 {
                     Ok(delivery) => break delivery,
-                    Err(_) => producer.poll(Duration::from_millis(10)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             })
             .collect();

@@ -7,6 +7,8 @@
 //! the region observed since. What a region's TrafficAgent did with a traffic request
 //! (`TrafficApplied`) goes to the timeline too: each zone switched, or refused with the reason.
 
+use std::sync::Arc;
+
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::models::deployment::{
@@ -21,8 +23,11 @@ use crate::topics::names::RegionName;
 use super::archival::{self, stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
-/// The agent.
-pub struct CompleteEventArchivalAgent {
+/// The agent: its writes, shared by those in flight.
+pub struct CompleteEventArchivalAgent(Arc<Writer>);
+
+/// The agent's session and statements.
+struct Writer {
     region: RegionName,
     archive: Archive,
     /// A zone's status and reason (counts are the observations' to write).
@@ -34,7 +39,7 @@ pub struct CompleteEventArchivalAgent {
     zone_drift: PreparedStatement,
 }
 
-impl CompleteEventArchivalAgent {
+impl Writer {
     /// A traffic request's outcome per zone, on the timeline at the request's time.
     async fn traffic(&self, incoming: &Incoming) -> Outcome {
         let done = match incoming.decode::<TrafficApplied>() {
@@ -81,7 +86,7 @@ impl CompleteEventArchivalAgent {
     }
 }
 
-impl CompleteEventArchivalAgent {
+impl Writer {
     /// A zone's drift: on the timeline, and on the zone's row until it is mended or resolved.
     async fn drift(&self, incoming: &Incoming) -> Outcome {
         let report = match incoming.decode::<DriftReport>() {
@@ -143,7 +148,7 @@ impl Agent for CompleteEventArchivalAgent {
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let archive = Archive::open(ctx).await?;
-        Ok(Self {
+        Ok(Self(Arc::new(Writer {
             region: ctx.region.name.clone(),
             zone_status: archive
                 .prepare(
@@ -164,10 +169,18 @@ impl Agent for CompleteEventArchivalAgent {
                 )
                 .await?,
             archive,
-        })
+        })))
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let (writer, incoming) = (self.0.clone(), incoming.clone());
+        Outcome::pending(async move { writer.write(&incoming).await })
+    }
+}
+
+impl Writer {
+    /// Writes what `incoming` says (the windowed part of the agent).
+    async fn write(&self, incoming: &Incoming) -> Outcome {
         if incoming
             .header(HEADER_EVENT_TYPE)
             .is_some_and(|t| t.starts_with(b"TrafficApplied."))

@@ -86,8 +86,8 @@ impl Counters {
     }
 }
 
-/// What every agent of a process shares: its counters, by agent name and region, and the
-/// Cassandra session of the agents that write projections. Cloning shares the registry.
+/// What every agent of a process shares: its counters, by agent name and region, the Cassandra
+/// session of the agents that write projections, the producers, and the threads they run on. Cloning shares the registry.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     counters: Arc<DashMap<(String, RegionName), Arc<Counters>>>,
@@ -95,9 +95,19 @@ pub struct Registry {
     pub store: crate::store::SharedSession,
     /// One producer per home cluster, shared by the agents producing there.
     pub producers: crate::topics::clients::SharedProducers,
+    /// The threads agents run on.
+    pub workers: super::workers::Workers,
 }
 
 impl Registry {
+    /// A registry whose agents run on `threads` threads (0: one per core).
+    pub fn with_workers(threads: usize) -> Self {
+        Self {
+            workers: super::workers::Workers::new(threads),
+            ..Self::default()
+        }
+    }
+
     /// The counters of `agent` in `region`, created on first use.
     pub fn get(&self, agent: &str, region: &RegionName) -> Arc<Counters> {
         self.counters

@@ -451,17 +451,11 @@ impl DeploymentOperationAgent {
                 intents.push(record);
             }
         }
-        let enqueued: Vec<_> = intents
-            .iter()
-            .map(|out| super::pipeline::enqueue(&self.producer, out))
-            .collect();
-        for delivery in enqueued {
-            super::pipeline::acknowledged(delivery).await.map_err(|e| {
-                Outcome::Fail(format!(
-                    "the removal's desired state was not acknowledged: {e}"
-                ))
-            })?;
-        }
+        self.producer.send_all(&intents).await.map_err(|e| {
+            Outcome::Fail(format!(
+                "the removal's desired state was not acknowledged: {e}"
+            ))
+        })?;
 
         let results = join_all(befores.into_iter().map(|(zone, before)| async move {
             if let Some(mark) = replayed(&before) {

@@ -7,6 +7,8 @@
 //! (superseded, removed: the CompleteEventArchivalAgent writes it) or, deleted by hand, the drift
 //! the mending agent reports.
 
+use std::sync::Arc;
+
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::models::envelope::Kind;
@@ -17,8 +19,11 @@ use crate::topics::names::RegionName;
 use super::archival::{self, stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
-/// The agent.
-pub struct DeploymentStateArchivalAgent {
+/// The agent: its writes, shared by those in flight.
+pub struct DeploymentStateArchivalAgent(Arc<Writer>);
+
+/// The agent's session and statements.
+struct Writer {
     region: RegionName,
     archive: Archive,
     zone: PreparedStatement,
@@ -27,7 +32,7 @@ pub struct DeploymentStateArchivalAgent {
     heartbeat: PreparedStatement,
 }
 
-impl DeploymentStateArchivalAgent {
+impl Writer {
     async fn heartbeat(&self, incoming: &Incoming) -> Outcome {
         let beat = match incoming.decode::<RegionHeartbeat>() {
             Ok(beat) => beat,
@@ -121,7 +126,7 @@ impl DeploymentStateArchivalAgent {
     }
 }
 
-impl DeploymentStateArchivalAgent {
+impl Writer {
     /// The deployment's app left the zone: nothing of it runs there any more.
     async fn gone(&self, s: &DeploymentZoneState, t: i64) -> Outcome {
         let written = with_retries("INSERT deployment_zones", || {
@@ -157,7 +162,7 @@ impl Agent for DeploymentStateArchivalAgent {
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let archive = Archive::open(ctx).await?;
-        Ok(Self {
+        Ok(Self(Arc::new(Writer {
             region: ctx.region.name.clone(),
             zone: archive
                 .prepare(
@@ -180,10 +185,18 @@ impl Agent for DeploymentStateArchivalAgent {
                 )
                 .await?,
             archive,
-        })
+        })))
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let (writer, incoming) = (self.0.clone(), incoming.clone());
+        Outcome::pending(async move { writer.write(&incoming).await })
+    }
+}
+
+impl Writer {
+    /// Writes what `incoming` says (the windowed part of the agent).
+    async fn write(&self, incoming: &Incoming) -> Outcome {
         let heartbeat = incoming
             .key
             .as_deref()

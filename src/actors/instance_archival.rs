@@ -4,6 +4,8 @@
 //! with a timeline entry when an instance appears or goes. Instances no deployment launched
 //! (no deployment label) are not a deployment's and are passed over.
 
+use std::sync::Arc;
+
 use scylla::statement::prepared::PreparedStatement;
 use uuid::Uuid;
 
@@ -15,8 +17,11 @@ use crate::topics::names::RegionName;
 use super::archival::{self, stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
-/// The agent.
-pub struct InstanceArchivalAgent {
+/// The agent: its writes, shared by those in flight.
+pub struct InstanceArchivalAgent(Arc<Writer>);
+
+/// The agent's session and statements.
+struct Writer {
     region: RegionName,
     archive: Archive,
     instance: PreparedStatement,
@@ -31,7 +36,7 @@ impl Agent for InstanceArchivalAgent {
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let archive = Archive::open(ctx).await?;
-        Ok(Self {
+        Ok(Self(Arc::new(Writer {
             region: ctx.region.name.clone(),
             instance: archive
                 .prepare(
@@ -41,10 +46,18 @@ impl Agent for InstanceArchivalAgent {
                 )
                 .await?,
             archive,
-        })
+        })))
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let (writer, incoming) = (self.0.clone(), incoming.clone());
+        Outcome::pending(async move { writer.write(&incoming).await })
+    }
+}
+
+impl Writer {
+    /// Writes what `incoming` says (the windowed part of the agent).
+    async fn write(&self, incoming: &Incoming) -> Outcome {
         let change = match incoming.decode::<InstanceInfo>() {
             Ok(change) => change,
             Err(rejected) => return rejected,

@@ -5,6 +5,7 @@
 //! - [`cache`]: the last-record cache agents diff against;
 //! - [`supervisor`]: a supervisor actor per region, restarting failed agents with backoff;
 //! - [`counters`]: per agent and region counters;
+//! - [`workers`]: the pool of threads agents run on;
 //! - one file per agent.
 //!
 //! Adding an agent: write its file (a type implementing [`pipeline::Agent`], or
@@ -32,6 +33,7 @@ pub mod rollout;
 pub mod rollout_archival;
 pub mod supervisor;
 pub mod traffic;
+pub mod workers;
 
 use supervisor::AgentEntry;
 

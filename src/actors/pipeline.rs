@@ -13,7 +13,7 @@
 //! are written idempotently). At most [`MAX_IN_FLIGHT`] records await acknowledgement: a slow
 //! sink slows the source instead of growing a queue.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,8 +23,7 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -35,8 +34,10 @@ use crate::config::RegionConfig;
 use crate::models::envelope::{self, Kind};
 use crate::telemetry;
 use crate::topics::catalog;
-use crate::topics::clients::{ForeignSubscription, HomeCluster, HomeProducer};
-use crate::topics::names::TopicName;
+use crate::topics::clients::{ForeignSubscription, HomeCluster, MotConsumer};
+use crate::topics::names::{RegionName, TopicName};
+pub use crate::topics::produce::{acknowledged, Outgoing};
+use crate::topics::produce::{all_acknowledged, Enqueued};
 use crate::topics::topology::Topology;
 
 /// Records awaiting the sink's acknowledgement, at most.
@@ -143,19 +144,6 @@ impl Incoming {
     }
 }
 
-/// A record to produce on the home cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    pub topic: TopicName,
-    /// `None` keeps a keyless record keyless (a localizer copies what it finds).
-    pub key: Option<Vec<u8>>,
-    /// `None` is a tombstone.
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Record timestamp to keep (a localizer keeps the source's); `None` lets Kafka set it.
-    pub timestamp_ms: Option<i64>,
-}
-
 impl Outgoing {
     /// An envelope of `kind` whose payload is the already serialized `payload_json`, with the
     /// event-type header and the trace headers of `cause`.
@@ -184,7 +172,6 @@ impl Outgoing {
 }
 
 /// What the agent made of one record.
-#[derive(Debug)]
 pub enum Outcome {
     /// Publish these (none: the record changed nothing).
     Publish(Vec<Outgoing>),
@@ -199,6 +186,31 @@ pub enum Outcome {
     /// The agent's own sink failed (Cassandra unreachable): the record is not done. The agent
     /// stops without storing its offset and its supervisor restarts it, so it is replayed.
     Fail(String),
+    /// The record's write to the agent's own sink is under way: this future is its outcome (any
+    /// of the above). The pipeline keeps up to `node.sink_window` such writes in flight while it
+    /// reads on, stores offsets in order all the same, and starts a record only once no earlier
+    /// record with the same key is still being written. See [`Outcome::pending`].
+    Pending(Pin<Box<dyn Future<Output = Outcome>>>),
+}
+
+impl Outcome {
+    /// A write to the agent's own sink that may proceed while the next records are read.
+    pub fn pending(write: impl Future<Output = Outcome> + 'static) -> Self {
+        Outcome::Pending(Box::pin(write))
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Publish(records) => f.debug_tuple("Publish").field(records).finish(),
+            Outcome::Stored(n) => f.debug_tuple("Stored").field(n).finish(),
+            Outcome::Skip => f.write_str("Skip"),
+            Outcome::Reject(reason) => f.debug_tuple("Reject").field(reason).finish(),
+            Outcome::Fail(problem) => f.debug_tuple("Fail").field(problem).finish(),
+            Outcome::Pending(_) => f.write_str("Pending"),
+        }
+    }
 }
 
 /// Where an agent's pipeline reads.
@@ -301,7 +313,9 @@ struct Settlement {
     topic: String,
     partition: i32,
     offset: i64,
-    delivered: Result<Delivered, KafkaError>,
+    /// The key of a windowed write, which holds back later records with the same key.
+    window_key: Option<Option<Vec<u8>>>,
+    delivered: Result<Delivered, PipelineError>,
 }
 
 /// What a consumed record's acknowledged results count as.
@@ -309,7 +323,10 @@ struct Settlement {
 enum Delivered {
     Published(u64),
     DeadLettered,
-    Nothing,
+    Unchanged,
+    Skipped,
+    /// A tick's records, acknowledged: no record consumed, no offset to store.
+    Ticked(u64),
 }
 
 /// Runs `A` for the region of `ctx` until `stop` turns true (then drains in-flight records,
@@ -324,20 +341,25 @@ pub async fn run_agent<A: Agent>(
         Source::Home(topics) => (ctx.home.consumer(&group)?, topics),
         Source::Foreign(sub) => (sub.consumer(&group)?, vec![sub.topic_to_read().clone()]),
     };
+    let consumer = Arc::new(consumer);
     let names: Vec<&str> = topics.iter().map(TopicName::as_str).collect();
     consumer.subscribe(&names)?;
     let producer = ctx.producers.get(&ctx.home)?;
     let dead_letters = TopicName::local(&catalog::DEAD_LETTERS.base());
+    let window = ctx.topology.config().node.sink_window.max(1);
     let counters = ctx.counters.clone();
-    tracing::info!(agent = A::NAME, region = %ctx.region.name, %group, topics = ?names, "agent started");
+    tracing::info!(agent = A::NAME, region = %ctx.region.name, %group, topics = ?names, window, "agent started");
 
     let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Settlement>>>> =
         FuturesOrdered::new();
+    // Keys of the windowed writes in flight (a keyless record is a key of its own kind).
+    let mut writing: HashMap<Option<Vec<u8>>, usize> = HashMap::new();
+    let mut failure: Option<PipelineError> = None;
     let tick_every = agent.tick_interval();
     let mut ticks = tokio::time::interval(tick_every.unwrap_or(Duration::from_secs(3600)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stopping = |stop: &watch::Receiver<bool>| *stop.borrow();
-    while !stopping(&stop) {
+    while failure.is_none() && !*stop.borrow() {
+        let windowed: usize = writing.values().sum();
         tokio::select! {
             biased;
             changed = stop.changed() => {
@@ -345,15 +367,18 @@ pub async fn run_agent<A: Agent>(
                     break;
                 }
             }
-            Some(done) = inflight.next(), if !inflight.is_empty() => settle(&consumer, &counters, done)?,
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                settle(&consumer, &counters, &mut writing, done, &mut failure);
+            }
             _ = ticks.tick(), if tick_every.is_some() && inflight.len() < MAX_IN_FLIGHT => {
                 let records = agent.tick().await;
                 if !records.is_empty() {
                     let n = records.len() as u64;
-                    inflight.push_back(Box::pin(deliver(&producer, Incoming::unprompted(), records, Delivered::Published(n))));
+                    let enqueued = producer.enqueue_all(&records).await;
+                    inflight.push_back(Box::pin(acknowledge(Incoming::unprompted(), None, enqueued, Delivered::Ticked(n))));
                 }
             }
-            received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT => {
+            received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT && windowed < window => {
                 let message = match received {
                     Ok(message) => message,
                     // Consumption errors (a topic not yet known to a fresh broker, a coordinator
@@ -366,60 +391,70 @@ pub async fn run_agent<A: Agent>(
                     Err(e) => return Err(e.into()),
                 };
                 let incoming = Incoming::from_message(&message);
+                drop(message);
                 Counters::add(&counters.records_in, 1);
-                let span = process_span(A::NAME, &ctx, &group, &incoming);
-                let (outgoing, delivered) = match agent.process(&incoming).instrument(span.clone()).await {
-                    Outcome::Publish(records) if records.is_empty() => {
-                        Counters::add(&counters.unchanged, 1);
-                        (Vec::new(), Delivered::Nothing)
+                // A record waits for the windowed writes of its key to finish: same key, same order.
+                while writing.contains_key(&incoming.key) && failure.is_none() {
+                    match inflight.next().await {
+                        Some(done) => settle(&consumer, &counters, &mut writing, done, &mut failure),
+                        None => break,
                     }
-                    Outcome::Publish(mut records) => {
-                        if !span.is_disabled() {
-                            // What this record caused continues its trace from this hop.
-                            for record in &mut records {
-                                telemetry::inject(&span, &mut record.headers);
+                }
+                if failure.is_some() {
+                    break;
+                }
+                let span = process_span(A::NAME, &ctx, &group, &incoming);
+                let outcome = agent.process(&incoming).instrument(span.clone()).await;
+                if let Outcome::Pending(write) = outcome {
+                    *writing.entry(incoming.key.clone()).or_default() += 1;
+                    let key = incoming.key.clone();
+                    let producer = producer.clone();
+                    let finish = {
+                        let (dead_letters, region) = (dead_letters.clone(), ctx.region.name.clone());
+                        let span = span.clone();
+                        async move {
+                            let outcome = write.instrument(span.clone()).await;
+                            match resolve(A::NAME, &region, &dead_letters, &span, &incoming, outcome) {
+                                Ok((outgoing, delivered)) => {
+                                    let enqueued = producer.enqueue_all(&outgoing).await;
+                                    acknowledge(incoming, Some(key), enqueued, delivered).await
+                                }
+                                Err(problem) => Settlement {
+                                    delivered: Err(sink_failed(&incoming, &problem)),
+                                    topic: incoming.topic,
+                                    partition: incoming.partition,
+                                    offset: incoming.offset,
+                                    window_key: Some(key),
+                                },
                             }
                         }
-                        let n = records.len() as u64;
-                        (records, Delivered::Published(n))
+                    };
+                    inflight.push_back(Box::pin(finish));
+                    continue;
+                }
+                match resolve(A::NAME, &ctx.region.name, &dead_letters, &span, &incoming, outcome) {
+                    Ok((outgoing, delivered)) => {
+                        let enqueued = producer.enqueue_all(&outgoing).await;
+                        inflight.push_back(Box::pin(acknowledge(incoming, None, enqueued, delivered)));
                     }
-                    Outcome::Stored(n) => (Vec::new(), Delivered::Published(n)),
-                    Outcome::Skip => {
-                        Counters::add(&counters.skipped, 1);
-                        (Vec::new(), Delivered::Nothing)
-                    }
-                    Outcome::Fail(problem) => {
-                        while let Some(done) = inflight.next().await {
-                            settle(&consumer, &counters, done)?;
-                        }
-                        let _ = consumer.commit_consumer_state(CommitMode::Sync);
-                        return Err(PipelineError::Other(format!(
-                            "sink failed on {}[{}]@{}: {problem}",
-                            incoming.topic, incoming.partition, incoming.offset
-                        )));
-                    }
-                    Outcome::Reject(reason) => {
-                        tracing::warn!(agent = A::NAME, region = %ctx.region.name, topic = %incoming.topic,
-                            partition = incoming.partition, offset = incoming.offset, %reason, "dead-lettered");
-                        (vec![dead_letter(&dead_letters, &incoming, &reason, A::NAME, &ctx)], Delivered::DeadLettered)
-                    }
-                };
-                inflight.push_back(Box::pin(deliver(&producer, incoming, outgoing, delivered)));
+                    Err(problem) => failure = Some(sink_failed(&incoming, &problem)),
+                }
             }
         }
     }
+    // Drain: what was handed over is settled (offsets stored in order, up to a failure).
     while let Some(done) = inflight.next().await {
-        settle(&consumer, &counters, done)?;
+        settle(&consumer, &counters, &mut writing, done, &mut failure);
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => {
-            tracing::warn!(agent = A::NAME, error = %e, "final commit failed; records since the last commit will be replayed")
+    commit(A::NAME, &consumer).await;
+    producer.flush().await;
+    match failure {
+        Some(error) => Err(error),
+        None => {
+            tracing::info!(agent = A::NAME, region = %ctx.region.name, "agent stopped");
+            Ok(())
         }
     }
-    producer.inner_flush();
-    tracing::info!(agent = A::NAME, region = %ctx.region.name, "agent stopped");
-    Ok(())
 }
 
 /// The span of one record's processing, a child of the trace the record carries (OpenTelemetry
@@ -484,105 +519,133 @@ fn kebab(name: &str) -> String {
     out
 }
 
-/// Hands every record one consumed record caused to the producer now, in order (so records
-/// keep the order they were processed in), and resolves once all are acknowledged.
-fn deliver(
-    producer: &HomeProducer,
+fn sink_failed(incoming: &Incoming, problem: &str) -> PipelineError {
+    PipelineError::Other(format!(
+        "sink failed on {}[{}]@{}: {problem}",
+        incoming.topic, incoming.partition, incoming.offset
+    ))
+}
+
+/// What to produce for a record's outcome, and what it counts as once acknowledged; or the
+/// problem of a sink that failed.
+fn resolve(
+    agent: &'static str,
+    region: &RegionName,
+    dead_letters: &TopicName,
+    span: &tracing::Span,
+    incoming: &Incoming,
+    outcome: Outcome,
+) -> Result<(Vec<Outgoing>, Delivered), String> {
+    Ok(match outcome {
+        Outcome::Publish(records) if records.is_empty() => (Vec::new(), Delivered::Unchanged),
+        Outcome::Publish(mut records) => {
+            if !span.is_disabled() {
+                // What this record caused continues its trace from this hop.
+                for record in &mut records {
+                    telemetry::inject(span, &mut record.headers);
+                }
+            }
+            let n = records.len() as u64;
+            (records, Delivered::Published(n))
+        }
+        Outcome::Stored(n) => (Vec::new(), Delivered::Published(n)),
+        Outcome::Skip => (Vec::new(), Delivered::Skipped),
+        Outcome::Reject(reason) => {
+            tracing::warn!(agent, %region, topic = %incoming.topic, partition = incoming.partition,
+                offset = incoming.offset, %reason, "dead-lettered");
+            (
+                vec![dead_letter(dead_letters, incoming, &reason, agent, region)],
+                Delivered::DeadLettered,
+            )
+        }
+        Outcome::Fail(problem) => return Err(problem),
+        Outcome::Pending(_) => {
+            return Err("a pending write resolved to another pending write".into())
+        }
+    })
+}
+
+/// Resolves once every record a consumed record caused is acknowledged.
+async fn acknowledge(
     cause: Incoming,
-    outgoing: Vec<Outgoing>,
+    window_key: Option<Option<Vec<u8>>>,
+    enqueued: Vec<Enqueued>,
     delivered: Delivered,
-) -> impl Future<Output = Settlement> {
-    let enqueued: Vec<Result<DeliveryFuture, KafkaError>> =
-        outgoing.iter().map(|out| enqueue(producer, out)).collect();
-    async move {
-        let mut result = Ok(delivered);
-        for delivery in enqueued {
-            if let Err(e) = acknowledged(delivery).await {
-                result = Err(e);
-            }
-        }
-        Settlement {
-            topic: cause.topic,
-            partition: cause.partition,
-            offset: cause.offset,
-            delivered: result,
-        }
+) -> Settlement {
+    Settlement {
+        delivered: all_acknowledged(enqueued)
+            .await
+            .map(|()| delivered)
+            .map_err(PipelineError::from),
+        topic: cause.topic,
+        partition: cause.partition,
+        offset: cause.offset,
+        window_key,
     }
 }
 
-/// Hands one record to the home cluster's producer, which copies it, and returns the future of
-/// its acknowledgement. The producer's queue is bounded: when it is full this waits for room
-/// (the sink is slower than the source) rather than dropping or growing anything.
-pub fn enqueue(producer: &HomeProducer, out: &Outgoing) -> Result<DeliveryFuture, KafkaError> {
-    let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-    for (key, value) in &out.headers {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
-    let mut record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(out.topic.as_str()).headers(headers);
-    if let Some(key) = &out.key {
-        record = record.key(key.as_slice());
-    }
-    if let Some(value) = &out.value {
-        record = record.payload(value.as_slice());
-    }
-    if let Some(ts) = out.timestamp_ms {
-        record = record.timestamp(ts);
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match producer.inner.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                if std::time::Instant::now() < deadline =>
-            {
-                record = back;
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// Waits for the broker's acknowledgement of an enqueued record.
-pub async fn acknowledged(delivery: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
-    match delivery?.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(e),
-        Err(_) => Err(KafkaError::Canceled),
-    }
-}
-
-/// Counts the acknowledged results of a record and stores its offset; a failed delivery is an
-/// infrastructure error.
+/// Counts the acknowledged results of a record and stores its offset. Once a record failed
+/// (its sink, or its delivery), no later offset is stored: settlements come in order, so the
+/// records after it replay.
 fn settle(
-    consumer: &crate::topics::clients::MotConsumer,
+    consumer: &MotConsumer,
     counters: &Counters,
+    writing: &mut HashMap<Option<Vec<u8>>, usize>,
     settlement: Settlement,
-) -> Result<(), PipelineError> {
+    failure: &mut Option<PipelineError>,
+) {
     let Settlement {
         topic,
         partition,
         offset,
+        window_key,
         delivered,
     } = settlement;
-    match delivered? {
-        Delivered::Published(n) => Counters::add(&counters.published, n),
-        Delivered::DeadLettered => Counters::add(&counters.dead_lettered, 1),
-        Delivered::Nothing => {}
+    if let Some(key) = window_key {
+        if let std::collections::hash_map::Entry::Occupied(mut writes) = writing.entry(key) {
+            *writes.get_mut() -= 1;
+            if *writes.get() == 0 {
+                writes.remove();
+            }
+        }
     }
-    if topic.is_empty() {
-        // Published on a tick: no record consumed, no offset to store.
-        return Ok(());
+    if failure.is_some() {
+        return;
+    }
+    let delivered = match delivered {
+        Ok(delivered) => delivered,
+        Err(error) => {
+            *failure = Some(error);
+            return;
+        }
+    };
+    match delivered {
+        Delivered::Published(n) | Delivered::Ticked(n) => Counters::add(&counters.published, n),
+        Delivered::DeadLettered => Counters::add(&counters.dead_lettered, 1),
+        Delivered::Unchanged => Counters::add(&counters.unchanged, 1),
+        Delivered::Skipped => Counters::add(&counters.skipped, 1),
+    }
+    if matches!(delivered, Delivered::Ticked(_)) {
+        return;
     }
     if let Err(e) = consumer.store_offset(&topic, partition, offset) {
         // The partition was revoked meanwhile: its new owner replays from the last commit.
         tracing::debug!(%topic, partition, offset, error = %e, "offset not stored");
     }
-    Ok(())
+}
+
+/// Commits the stored offsets (a synchronous call, made on a blocking thread).
+async fn commit(agent: &'static str, consumer: &Arc<MotConsumer>) {
+    let consumer = consumer.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+    match committed {
+        Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(agent, error = %e, "final commit failed; records since the last commit will be replayed")
+        }
+        Err(e) => tracing::warn!(agent, error = %e, "final commit did not finish"),
+    }
 }
 
 fn dead_letter(
@@ -590,7 +653,7 @@ fn dead_letter(
     incoming: &Incoming,
     reason: &str,
     agent: &str,
-    ctx: &AgentContext,
+    region: &RegionName,
 ) -> Outgoing {
     let mut headers = incoming.headers.clone();
     headers.extend([
@@ -598,7 +661,7 @@ fn dead_letter(
         (HEADER_DLQ_AGENT.to_owned(), agent.as_bytes().to_vec()),
         (
             HEADER_DLQ_REGION.to_owned(),
-            ctx.region.name.as_str().as_bytes().to_vec(),
+            region.as_str().as_bytes().to_vec(),
         ),
         (
             HEADER_DLQ_TOPIC.to_owned(),
@@ -683,7 +746,7 @@ fn end_offsets(
     home: &HomeCluster,
     topic: &TopicName,
     group: &str,
-) -> Result<(crate::topics::clients::MotConsumer, VecDeque<(i32, i64)>), PipelineError> {
+) -> Result<(MotConsumer, VecDeque<(i32, i64)>), PipelineError> {
     let consumer = home.consumer(group)?;
     let metadata = consumer.fetch_metadata(Some(topic.as_str()), Duration::from_secs(30))?;
     let partitions: Vec<i32> = metadata
@@ -705,7 +768,7 @@ fn end_offsets(
 /// no leader yet (`NotLeaderForPartition`, `LeaderNotAvailable`): that settles within seconds, so
 /// it is retried here rather than failing the agent.
 fn watermarks(
-    consumer: &crate::topics::clients::MotConsumer,
+    consumer: &MotConsumer,
     topic: &TopicName,
     partition: i32,
 ) -> Result<(i64, i64), KafkaError> {

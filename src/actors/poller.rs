@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::cache::LastRecordCache;
 use super::counters::Counters;
-use super::pipeline::{acknowledged, enqueue, AgentContext, Incoming, Outgoing, PipelineError};
+use super::pipeline::{AgentContext, Incoming, Outgoing, PipelineError};
 use crate::config::ZoneConfig;
 use crate::models::envelope::{now_us, Envelope, Kind};
 pub use crate::platform::http::{checked, get_json, PollError};
@@ -66,10 +66,7 @@ pub async fn run_poller<P: Poller>(
                     Counters::add(&counters.unchanged, 1);
                 }
                 let n = records.len() as u64;
-                let deliveries: Vec<_> = records.iter().map(|r| enqueue(&producer, r)).collect();
-                for delivery in deliveries {
-                    acknowledged(delivery).await?;
-                }
+                producer.send_all(&records).await?;
                 Counters::add(&counters.published, n);
                 poller.interval()
             }
@@ -89,7 +86,7 @@ pub async fn run_poller<P: Poller>(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    producer.inner_flush();
+    producer.flush().await;
     tracing::info!(agent = P::NAME, region = %ctx.region.name, "poller stopped");
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! `paused`, `resumed`, `cancelled`, `rolled-back`, `failed`, `healthy`, `superseded`,
 //! `removed`), each at its own time.
 
+use std::sync::Arc;
+
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::models::rollout::Rollout;
@@ -13,8 +15,11 @@ use crate::topics::names::TopicName;
 use super::archival::{stored, timestamp, with_retries, Archive, TimelineEntry};
 use super::pipeline::{Agent, AgentContext, Incoming, Outcome, PipelineError, Source};
 
-/// The agent.
-pub struct RolloutArchivalAgent {
+/// The agent: its writes, shared by those in flight.
+pub struct RolloutArchivalAgent(Arc<Writer>);
+
+/// The agent's session and statements.
+struct Writer {
     central: crate::topics::names::RegionName,
     archive: Archive,
     insert: PreparedStatement,
@@ -31,7 +36,7 @@ impl Agent for RolloutArchivalAgent {
 
     async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
         let archive = Archive::open(ctx).await?;
-        Ok(Self {
+        Ok(Self(Arc::new(Writer {
             central: ctx.region.name.clone(),
             insert: archive
                 .prepare(
@@ -40,10 +45,18 @@ impl Agent for RolloutArchivalAgent {
                 )
                 .await?,
             archive,
-        })
+        })))
     }
 
     async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let (writer, incoming) = (self.0.clone(), incoming.clone());
+        Outcome::pending(async move { writer.write(&incoming).await })
+    }
+}
+
+impl Writer {
+    /// Writes what `incoming` says (the windowed part of the agent).
+    async fn write(&self, incoming: &Incoming) -> Outcome {
         let record = match incoming.decode::<Rollout>() {
             Ok(record) => record,
             Err(rejected) => return rejected,

@@ -6,7 +6,9 @@
 //! actix's own `Supervisor` restarts an actor only when it stops itself, and a panic inside a
 //! handler takes the whole arbiter down; so agents never run their work in a handler. Each agent
 //! runs its pipeline as a future spawned in its actor's context, wrapped in `catch_unwind`, and
-//! reports how it ended to its supervisor, which decides when to start a fresh one.
+//! reports how it ended to its supervisor, which decides when to start a fresh one. Agents run on
+//! the threads of the process's worker pool ([`super::workers`]), spread in turn; a supervisor
+//! only decides, on the thread it was started on.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -203,17 +205,16 @@ impl RegionSupervisor {
             store: self.registry.store.clone(),
             producers: self.registry.producers.clone(),
         };
-        let work = (spec.entry.start)(agent_ctx, self.stop.subscribe());
         let state = self.state.entry(spec.name.clone()).or_default();
         state.running = true;
         state.started_at = Some(Instant::now());
-        AgentActor {
+        let agent = AgentActor {
             name: spec.name,
             region: self.region.clone(),
-            work: Some(work),
+            work: Some((spec.entry.start, agent_ctx, self.stop.subscribe())),
             supervisor: ctx.address(),
-        }
-        .start();
+        };
+        AgentActor::start_in_arbiter(&self.registry.workers.next(), move |_| agent);
     }
 
     fn all_stopped(&self) -> bool {
@@ -345,11 +346,13 @@ impl Handler<Shutdown> for RegionSupervisor {
     }
 }
 
-/// One agent of one region: runs its pipeline and reports how it ended.
+/// One agent of one region, on a thread of the worker pool: runs its pipeline and reports how it
+/// ended.
 pub struct AgentActor {
     name: String,
     region: RegionName,
-    work: Option<LocalBoxFuture<'static, Result<(), PipelineError>>>,
+    /// How to start its pipeline (on its own thread: the pipeline's future stays there).
+    work: Option<(StartFn, AgentContext, watch::Receiver<bool>)>,
     supervisor: Addr<RegionSupervisor>,
 }
 
@@ -357,10 +360,11 @@ impl Actor for AgentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(work) = self.work.take() else {
+        let Some((start, agent_ctx, stop)) = self.work.take() else {
             ctx.stop();
             return;
         };
+        let work = start(agent_ctx, stop);
         let (name, region, supervisor) = (
             self.name.clone(),
             self.region.clone(),

@@ -83,13 +83,9 @@ impl HomeProducer {
 }
 
 impl HomeProducer {
-    /// Serves delivery reports for up to `timeout` (used while waiting for queue room).
-    pub fn poll(&self, timeout: Duration) {
-        self.inner.poll(timeout);
-    }
-
-    /// Waits (up to 10 s) until every record handed to the producer is acknowledged.
-    pub fn inner_flush(&self) {
+    /// Waits (up to 10 s) until every record handed to the producer is acknowledged: a blocking
+    /// call ([`HomeProducer::flush`] makes it on a blocking thread).
+    pub fn flush_blocking(&self) {
         use rdkafka::producer::Producer;
         if let Err(e) = self.inner.flush(Duration::from_secs(10)) {
             tracing::warn!(cluster = %self.cluster, error = %e, "producer flush incomplete");

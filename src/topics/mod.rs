@@ -8,4 +8,5 @@ pub mod catalog;
 pub mod clients;
 pub mod mm2;
 pub mod names;
+pub mod produce;
 pub mod topology;

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::actors::counters::Registry;
-use crate::actors::pipeline::{acknowledged, enqueue, Outgoing};
+use crate::actors::pipeline::Outgoing;
 use crate::models::deployment::DeploymentRequested;
 use crate::models::envelope::{Envelope, HEADER_EVENT_TYPE};
 use crate::store;
@@ -178,7 +178,8 @@ impl AppState {
             headers,
             timestamp_ms: None,
         };
-        acknowledged(enqueue(&self.producer, &out))
+        self.producer
+            .send(&out)
             .instrument(span)
             .await
             .map_err(|e| {
