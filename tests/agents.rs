@@ -832,3 +832,196 @@ async fn a_cassandra_sink_stores_each_record_and_counts_the_acknowledged_writes(
         .await
         .unwrap();
 }
+
+static WINDOW_KEYSPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Writes begun by WindowedSinkAgent, in the order they finished waiting.
+static WINDOW_TICKET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+static WINDOW_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static WINDOW_MAX_IN_FLIGHT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+/// Whether the write of the `fail/web` record has failed once already.
+static WINDOW_FAILED_ONCE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// An agent whose Cassandra writes are windowed ([`Outcome::pending`]): each write first waits a
+/// time that varies with the record (so writes finish out of order unless the pipeline keeps a
+/// key's records in order), then records its ticket. The first write of key `fail/web` fails.
+struct WindowedSinkAgent {
+    region: RegionName,
+    session: std::sync::Arc<scylla::client::session::Session>,
+    insert: scylla::statement::prepared::PreparedStatement,
+}
+
+impl Agent for WindowedSinkAgent {
+    const NAME: &'static str = "WindowedSinkAgent";
+
+    fn source(_: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Home(vec![TopicName::local(
+            &catalog::CONSUL_APP_STATE.base(),
+        )]))
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let other = |e: &dyn std::fmt::Display| PipelineError::Other(e.to_string());
+        let session = ctx.session().await?;
+        let ks = WINDOW_KEYSPACE.get().unwrap();
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {ks}.writes (key, ticket, time_us) VALUES (?, ?, ?)"
+            ))
+            .await
+            .map_err(|e| other(&e))?;
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            session,
+            insert,
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        use std::sync::atomic::Ordering::SeqCst;
+        let input = match incoming.decode::<ConsulAppState>() {
+            Ok(input) => input,
+            Err(rejected) => return rejected,
+        };
+        if input.origin != self.region {
+            return Outcome::Skip;
+        }
+        let (session, insert) = (self.session.clone(), self.insert.clone());
+        Outcome::pending(async move {
+            let now = WINDOW_IN_FLIGHT.fetch_add(1, SeqCst) + 1;
+            WINDOW_MAX_IN_FLIGHT.fetch_max(now, SeqCst);
+            let seq = input.payload.entries.len() as u64;
+            tokio::time::sleep(Duration::from_millis((seq * 7) % 40)).await;
+            WINDOW_IN_FLIGHT.fetch_sub(1, SeqCst);
+            if input.key == "fail/web" && !WINDOW_FAILED_ONCE.swap(true, SeqCst) {
+                return Outcome::Fail("the first write of fail/web fails".into());
+            }
+            let ticket = WINDOW_TICKET.fetch_add(1, SeqCst);
+            match session
+                .execute_unpaged(&insert, (&input.key, ticket, seq as i64))
+                .await
+            {
+                Ok(_) => Outcome::Stored(1),
+                Err(e) => Outcome::Fail(e.to_string()),
+            }
+        })
+    }
+}
+
+#[actix_web::test]
+async fn a_windowed_sink_writes_concurrently_keeps_each_keys_order_and_stores_offsets_in_order() {
+    let keyspace = common::unique("mot_window");
+    WINDOW_KEYSPACE.set(keyspace.clone()).unwrap();
+    let config = common::dev_config();
+    let session = mot::store::connect(&config.cassandra).await.unwrap();
+    session
+        .query_unpaged(format!("CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"), ())
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!("CREATE TABLE {keyspace}.writes (key text, ticket bigint, time_us bigint, PRIMARY KEY (key, ticket))"),
+            (),
+        )
+        .await
+        .unwrap();
+
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("stage-us-east-1", &[r]).await;
+    // 60 records over 5 keys, each record's sequence number its count of entries. Key `fail`
+    // first comes with record 24: its write fails once.
+    let zones = ["a", "b", "c", "d", "fail"];
+    let mut sent: Vec<(String, u64)> = Vec::new();
+    for seq in 1..=60u64 {
+        let zone = match seq {
+            ..20 => zones[(seq % 4) as usize],
+            _ => zones[(seq % 5) as usize],
+        };
+        let entries = (0..seq)
+            .map(|i| entry("web", &format!("w{i}"), 1, "passing"))
+            .collect();
+        h.send_state(r, Kind::Snapshot, state("web", zone, entries))
+            .await;
+        sent.push((format!("{zone}/web"), seq));
+    }
+    let supervisor = h.start(
+        r,
+        vec![AgentEntry::of::<WindowedSinkAgent>()],
+        fast_backoff(),
+    );
+    let read = || {
+        let (session, keyspace) = (session.clone(), keyspace.clone());
+        async move {
+            let rows = session
+                .query_unpaged(
+                    format!("SELECT key, ticket, time_us FROM {keyspace}.writes"),
+                    (),
+                )
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            rows.rows::<(String, i64, i64)>()
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let rows = loop {
+        let rows = read().await;
+        let written: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.2).collect();
+        if written.len() == sent.len() {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: {} of {} records written",
+            written.len(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    supervisor.send(Shutdown).await.unwrap();
+
+    // Writes overlapped, within the window.
+    let max = WINDOW_MAX_IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        max > 1 && max <= config.node.sink_window,
+        "writes in flight at most {max}"
+    );
+    // Each key's writes happened in the order its records were sent (a replay starts over,
+    // in order again).
+    let mut by_key: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for (key, ticket, seq) in &rows {
+        by_key.entry(key.clone()).or_default().push((*ticket, *seq));
+    }
+    for (key, writes) in &mut by_key {
+        writes.sort();
+        let seqs: Vec<i64> = writes.iter().map(|w| w.1).collect();
+        let runs: Vec<&[i64]> = seqs.chunk_by(|a, b| a < b).collect();
+        assert!(
+            runs.iter().all(|run| run.windows(2).all(|w| w[0] < w[1])) && runs.len() <= 2,
+            "{key}: written in the order {seqs:?}"
+        );
+    }
+    // Offsets were stored in order: the record whose write failed was replayed and written
+    // once, and every record before it was written exactly once (its offset committed).
+    let count = |seq: u64| rows.iter().filter(|r| r.2 == seq as i64).count();
+    let failed = sent
+        .iter()
+        .find(|(key, _)| key == "fail/web")
+        .map(|(_, seq)| *seq)
+        .unwrap();
+    assert_eq!(count(failed), 1);
+    for (_, seq) in sent.iter().filter(|(_, seq)| *seq < failed) {
+        assert_eq!(count(*seq), 1, "record {seq} before the failure");
+    }
+    assert_eq!(h.counters("WindowedSinkAgent", r).restarts, 1);
+    session
+        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .unwrap();
+}
