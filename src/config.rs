@@ -6,7 +6,7 @@
 //! then [`Config::validate`] checks what serde cannot (references between sections, ranges) and
 //! names every bad field at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -423,9 +423,30 @@ pub struct KafkaConfig {
     /// Replicas per partition.
     #[serde(default = "KafkaConfig::default_replication_factor")]
     pub replication_factor: i32,
+    /// Topic settings for the compacted topics mot creates, over its defaults
+    /// ([`KafkaConfig::compacted_topic_config`]).
+    #[serde(default)]
+    pub compacted_topics: BTreeMap<String, String>,
 }
 
 impl KafkaConfig {
+    /// What a compacted topic is created with. A deletion is published followed by a tombstone
+    /// for its key; `min.compaction.lag.ms` (24 h unless set) keeps the deletion record itself
+    /// readable that long, so every consumer less than a day behind sees it, and
+    /// `delete.retention.ms` (24 h unless set) keeps the tombstone that long after compaction
+    /// reached it. Then the key is gone from the topic.
+    pub fn compacted_topic_config(&self) -> BTreeMap<String, String> {
+        let mut config: BTreeMap<String, String> = [
+            ("min.compaction.lag.ms", "86400000"),
+            ("delete.retention.ms", "86400000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        config.extend(self.compacted_topics.clone());
+        config
+    }
+
     fn default_partitions() -> i32 {
         6
     }
@@ -439,6 +460,7 @@ impl Default for KafkaConfig {
         Self {
             partitions: Self::default_partitions(),
             replication_factor: Self::default_replication_factor(),
+            compacted_topics: BTreeMap::new(),
         }
     }
 }

@@ -1025,3 +1025,217 @@ async fn a_windowed_sink_writes_concurrently_keeps_each_keys_order_and_stores_of
         .await
         .unwrap();
 }
+
+static TOMBSTONE_TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// InstanceConsulStateAgent's diffing (the last-record cache, rebuilt from its output on start,
+/// deletions published as [`mot::actors::cache::Change::published_as`] says), publishing to a
+/// topic of the test's own that compacts within seconds.
+struct TombstoningAgent {
+    region: RegionName,
+    output: TopicName,
+    cache: mot::actors::cache::LastRecordCache,
+}
+
+impl Agent for TombstoningAgent {
+    const NAME: &'static str = "TombstoningAgent";
+
+    fn source(_: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Home(vec![TopicName::local(
+            &catalog::CONSUL_APP_STATE.base(),
+        )]))
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let output = TopicName::parse(TOMBSTONE_TOPIC.get().unwrap()).unwrap();
+        let cache = mot::actors::cache::LastRecordCache::rebuild(
+            Self::NAME,
+            ctx,
+            &output,
+            InstanceInfo::group,
+        )
+        .await?;
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            output,
+            cache,
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        let input = match incoming.decode::<ConsulAppState>() {
+            Ok(input) => input,
+            Err(rejected) => return rejected,
+        };
+        if input.origin != self.region {
+            return Outcome::Skip;
+        }
+        let current = mot::actors::instance_consul_state::instances(&self.region, &input.payload)
+            .into_iter()
+            .map(|i| (i.key(), serde_json::to_vec(&i).unwrap()))
+            .collect();
+        let group = format!("{}/{}", self.region, input.payload.zone);
+        let mut records = Vec::new();
+        for change in self.cache.diff_group(&group, current) {
+            let head = Envelope::new(
+                change.kind,
+                change.key.clone(),
+                self.region.clone(),
+                input.time_us,
+                (),
+            );
+            let record = Outgoing::envelope(
+                self.output.clone(),
+                "InstanceInfo",
+                head,
+                &change.json,
+                incoming,
+            )
+            .unwrap();
+            records.extend(change.published_as(record));
+        }
+        Outcome::Publish(records)
+    }
+}
+
+#[actix_web::test]
+async fn a_deleted_key_leaves_the_compacted_topic_and_a_rebuilt_cache_does_not_revive_it() {
+    let region = common::unique_region();
+    let r = region.as_str();
+    let h = Harness::new("production-us-east-1", &[r]).await;
+    let topic = TopicName::parse(&common::unique("mot-tombstones")).unwrap();
+    TOMBSTONE_TOPIC.set(topic.to_string()).unwrap();
+    // A topic that compacts as soon as the broker's cleaner comes round (every 15 s): segments
+    // roll after 100 ms, no lag, tombstones dropped once compaction reached them.
+    let quick = mot::config::KafkaConfig {
+        partitions: 1,
+        replication_factor: 1,
+        compacted_topics: [
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    };
+    let cluster = ClusterName::parse("production-us-east-1").unwrap();
+    let admin = h.topology.cluster_admin(&cluster).unwrap();
+    clients::create_topics(
+        &admin,
+        &quick,
+        &[(topic.clone(), &catalog::CONSUL_APP_STATE)],
+    )
+    .await
+    .unwrap();
+    let home = h
+        .topology
+        .region_home(&RegionName::parse(r).unwrap())
+        .unwrap();
+    // Every record of the topic now: (key, kind or "tombstone").
+    let read = |home: mot::topics::clients::HomeCluster, topic: TopicName| async move {
+        let mut seen = Vec::new();
+        pipeline::read_to_end(&home, &topic, &common::unique("tombstone-reader"), |m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let kind = match m.payload() {
+                None => "tombstone".to_owned(),
+                Some(v) => serde_json::from_slice::<serde_json::Value>(v)
+                    .ok()
+                    .and_then(|v| v["kind"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "other".into()),
+            };
+            seen.push((key, kind));
+        })
+        .await
+        .unwrap();
+        seen
+    };
+    let w1 = format!("{r}/a/web/w1");
+    let w2 = format!("{r}/a/web/w2");
+    let w3 = format!("{r}/a/web/w3");
+    let of = |seen: &[(String, String)], key: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, kind)| kind.clone())
+            .collect()
+    };
+
+    let agent = h.start(
+        r,
+        vec![AgentEntry::of::<TombstoningAgent>()],
+        fast_backoff(),
+    );
+    let two = vec![
+        entry("web", "w1", 1, "passing"),
+        entry("web", "w2", 2, "passing"),
+    ];
+    h.send_state(r, Kind::Snapshot, state("web", "a", two))
+        .await;
+    h.send_state(
+        r,
+        Kind::Snapshot,
+        state("web", "a", vec![entry("web", "w2", 2, "passing")]),
+    )
+    .await;
+    common::eventually(60, "w1's deletion published", || {
+        h.counters("TombstoningAgent", r).published == 4
+    })
+    .await;
+    let seen = read(home.clone(), topic.clone()).await;
+    assert_eq!(of(&seen, &w1), ["created", "deleted", "tombstone"]);
+    assert_eq!(of(&seen, &w2), ["created"]);
+
+    // Compaction drops the deleted key, deletion and tombstone both (records of another key keep
+    // the log dirty and its segments rolling).
+    let filler = home.producer().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        filler
+            .send(&Outgoing {
+                topic: topic.clone(),
+                key: Some(b"filler".to_vec()),
+                value: Some(b"{}".to_vec()),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            })
+            .await
+            .unwrap();
+        let seen = read(home.clone(), topic.clone()).await;
+        if of(&seen, &w1).is_empty() {
+            assert_eq!(of(&seen, &w2), ["created"], "the live key is kept");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "w1 still on the topic after 180 s: {:?}",
+            of(&seen, &w1)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    agent.send(Shutdown).await.unwrap();
+
+    // A restart rebuilds the cache from the compacted topic: w1 is not known, so it is neither
+    // deleted again nor created; w2 is not re-announced; only w3 is new.
+    let published_before = h.counters("TombstoningAgent", r).published;
+    let agent = h.start(
+        r,
+        vec![AgentEntry::of::<TombstoningAgent>()],
+        fast_backoff(),
+    );
+    let next = vec![
+        entry("web", "w2", 2, "passing"),
+        entry("web", "w3", 3, "passing"),
+    ];
+    h.send_state(r, Kind::Snapshot, state("web", "a", next))
+        .await;
+    common::eventually(60, "w3 published", || {
+        h.counters("TombstoningAgent", r).published == published_before + 1
+    })
+    .await;
+    agent.send(Shutdown).await.unwrap();
+    let seen = read(home, topic).await;
+    assert!(of(&seen, &w1).is_empty());
+    assert_eq!(of(&seen, &w2), ["created"]);
+    assert_eq!(of(&seen, &w3), ["created"]);
+}

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::pipeline::{self, AgentContext, PipelineError};
+use super::pipeline::{self, AgentContext, Outgoing, PipelineError};
 use crate::models::envelope::{self, Kind, Validate};
 use crate::topics::names::TopicName;
 
@@ -39,6 +39,24 @@ pub struct Change {
     /// Its time, from [`LastRecordCache::diff_group_at`]: the time asked, or just after the key's
     /// previous record when that one is later, so that a key's records never go back in time.
     pub time_us: i64,
+}
+
+impl Change {
+    /// The records that publish this change: `record`, and after a deletion a tombstone for its
+    /// key, so that compaction drops the key from the topic once `min.compaction.lag.ms` has
+    /// passed (every consumer nearer than that reads the deletion itself; see
+    /// [`crate::config::KafkaConfig::compacted_topic_config`]). Consumers pass tombstones over
+    /// ([`super::pipeline::Incoming::decode`]); a rebuild that meets one has either read the
+    /// deletion before it or nothing of the key at all, so it cannot revive it.
+    pub fn published_as(&self, record: Outgoing) -> Vec<Outgoing> {
+        match self.kind {
+            Kind::Deleted => {
+                let tombstone = record.tombstone();
+                vec![record, tombstone]
+            }
+            _ => vec![record],
+        }
+    }
 }
 
 /// Last published record per key, grouped.
@@ -343,7 +361,30 @@ impl<T> Latest<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// Every deletion among `records` is followed at once by its key's tombstone, and every
+    /// tombstone follows its key's deletion.
+    pub(crate) fn assert_deletions_tombstoned(records: &[super::Outgoing]) {
+        for (i, record) in records.iter().enumerate() {
+            let deletion = record.headers.iter().any(|(k, v)| {
+                k == crate::models::envelope::HEADER_EVENT_TYPE && v.ends_with(b".deleted")
+            });
+            if deletion {
+                assert_eq!(
+                    records.get(i + 1),
+                    Some(&record.tombstone()),
+                    "tombstone after {i}"
+                );
+            }
+            if record.value.is_none() {
+                assert!(
+                    i > 0 && records[i - 1].tombstone() == *record,
+                    "stray tombstone {i}"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     fn snapshot(items: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {

@@ -443,31 +443,29 @@ impl DeploymentStateAgent {
                 serde_json::to_vec(&state).map_err(|e| e.to_string())?,
             ));
         }
-        self.cache
-            .diff_group_at(key, serialized, time_us)
-            .into_iter()
-            .map(|change| {
-                let head = Envelope::new(
-                    change.kind,
-                    change.key,
-                    self.region.clone(),
-                    change.time_us,
-                    (),
-                );
-                let mut record = Outgoing::envelope(
-                    self.output.clone(),
-                    "DeploymentZoneState",
-                    head,
-                    &change.json,
-                    cause,
-                )
-                .map_err(|e| e.to_string())?;
-                if let Some(span) = &span {
-                    crate::telemetry::inject(span, &mut record.headers);
-                }
-                Ok(record)
-            })
-            .collect()
+        let mut records = Vec::new();
+        for change in self.cache.diff_group_at(key, serialized, time_us) {
+            let head = Envelope::new(
+                change.kind,
+                change.key.clone(),
+                self.region.clone(),
+                change.time_us,
+                (),
+            );
+            let mut record = Outgoing::envelope(
+                self.output.clone(),
+                "DeploymentZoneState",
+                head,
+                &change.json,
+                cause,
+            )
+            .map_err(|e| e.to_string())?;
+            if let Some(span) = &span {
+                crate::telemetry::inject(span, &mut record.headers);
+            }
+            records.extend(change.published_as(record));
+        }
+        Ok(records)
     }
 }
 
@@ -691,10 +689,11 @@ mod tests {
         agent
             .marathon
             .apply(Envelope::new(kind, key.clone(), agent.region.clone(), 7, s));
-        agent
-            .changes(&key, 7, &Incoming::unprompted())
-            .unwrap()
+        let records = agent.changes(&key, 7, &Incoming::unprompted()).unwrap();
+        crate::actors::cache::tests::assert_deletions_tombstoned(&records);
+        records
             .into_iter()
+            .filter(|o| o.value.is_some())
             .map(|o| {
                 let env: Envelope<DeploymentZoneState> =
                     crate::models::envelope::decode(o.key.as_deref(), o.value.as_deref()).unwrap();

@@ -112,26 +112,26 @@ impl InstanceConsulStateAgent {
         let changes = self
             .cache
             .diff_group(&group(&self.region, &input.payload), serialized);
-        changes
-            .into_iter()
-            .map(|change| {
-                let head = Envelope::new(
-                    change.kind,
-                    change.key,
-                    self.region.clone(),
-                    input.time_us,
-                    (),
-                );
-                Outgoing::envelope(
-                    self.output.clone(),
-                    "InstanceInfo",
-                    head,
-                    &change.json,
-                    cause,
-                )
-                .map_err(|e| e.to_string())
-            })
-            .collect()
+        let mut records = Vec::with_capacity(changes.len());
+        for change in changes {
+            let head = Envelope::new(
+                change.kind,
+                change.key.clone(),
+                self.region.clone(),
+                input.time_us,
+                (),
+            );
+            let record = Outgoing::envelope(
+                self.output.clone(),
+                "InstanceInfo",
+                head,
+                &change.json,
+                cause,
+            )
+            .map_err(|e| e.to_string())?;
+            records.extend(change.published_as(record));
+        }
+        Ok(records)
     }
 }
 
@@ -234,10 +234,11 @@ mod tests {
         s: ConsulAppState,
     ) -> Vec<(Kind, String, Envelope<InstanceInfo>)> {
         let input = Envelope::new(kind, s.key(), agent.region.clone(), 42, s);
-        agent
-            .changes(&input, &cause())
-            .unwrap()
+        let records = agent.changes(&input, &cause()).unwrap();
+        crate::actors::cache::tests::assert_deletions_tombstoned(&records);
+        records
             .into_iter()
+            .filter(|o| o.value.is_some())
             .map(|o| {
                 let env: Envelope<InstanceInfo> =
                     crate::models::envelope::decode(o.key.as_deref(), o.value.as_deref()).unwrap();

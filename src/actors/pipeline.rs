@@ -118,10 +118,14 @@ impl Incoming {
     }
 
     /// The record's envelope, or the outcome for a record that does not decode: dead-lettered
-    /// with the reason.
+    /// with the reason. A tombstone (a key with no value, which follows a deletion on a
+    /// compacted topic) is passed over.
     pub fn decode<T: serde::de::DeserializeOwned + envelope::Validate>(
         &self,
     ) -> Result<envelope::Envelope<T>, Outcome> {
+        if self.value.is_none() && self.key.is_some() {
+            return Err(Outcome::Skip);
+        }
         envelope::decode(self.key.as_deref(), self.value.as_deref())
             .map_err(|e| Outcome::Reject(e.to_string()))
     }

@@ -170,17 +170,16 @@ where
             } else {
                 Kind::Snapshot
             };
-            let head = Envelope::new(kind, change.key, out.region.clone(), time, ());
-            records.push(
-                Outgoing::envelope(
-                    out.topic.clone(),
-                    out.payload_type,
-                    head,
-                    &change.json,
-                    &cause,
-                )
-                .map_err(|e| PollError::BadAnswer(e.to_string()))?,
-            );
+            let head = Envelope::new(kind, change.key.clone(), out.region.clone(), time, ());
+            let record = Outgoing::envelope(
+                out.topic.clone(),
+                out.payload_type,
+                head,
+                &change.json,
+                &cause,
+            )
+            .map_err(|e| PollError::BadAnswer(e.to_string()))?;
+            records.extend(change.published_as(record));
         }
     }
     match last_error {

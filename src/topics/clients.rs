@@ -44,7 +44,7 @@ use serde::Serialize;
 use super::catalog::{self, Flow, TopicSpec};
 use super::names::{ClusterName, RegionName, TopicBase, TopicName};
 use super::topology::{PlannedRoute, Topology};
-use crate::config::{ClusterConfig, RegionConfig, Role};
+use crate::config::{ClusterConfig, KafkaConfig, RegionConfig, Role};
 
 /// The cluster of the datacenter a role runs in: the only cluster it may produce to.
 #[derive(Debug, Clone)]
@@ -600,18 +600,35 @@ pub async fn ensure_topics(
     topology: &Topology,
     cluster: &ClusterAdmin,
 ) -> Result<EnsureReport, KafkaError> {
-    let kafka = &topology.config().kafka;
-    let admin = cluster.client()?;
     let needed = topics_needed(topology, cluster.name());
-    let new_topics: Vec<NewTopic> = needed
+    create_topics(cluster, &topology.config().kafka, &needed).await
+}
+
+/// Creates those of `topics` that do not exist on `cluster` yet, each with its cleanup policy
+/// (and a compacted topic with [`KafkaConfig::compacted_topic_config`]); existing topics are
+/// reported, not changed.
+pub async fn create_topics(
+    cluster: &ClusterAdmin,
+    kafka: &KafkaConfig,
+    topics: &[(TopicName, &TopicSpec)],
+) -> Result<EnsureReport, KafkaError> {
+    let admin = cluster.client()?;
+    let compacted = kafka.compacted_topic_config();
+    let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|(name, spec)| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name.as_str(),
                 kafka.partitions,
                 TopicReplication::Fixed(kafka.replication_factor),
             )
-            .set("cleanup.policy", spec.cleanup.as_kafka())
+            .set("cleanup.policy", spec.cleanup.as_kafka());
+            match spec.cleanup {
+                catalog::Cleanup::Compact => compacted
+                    .iter()
+                    .fold(topic, |topic, (key, value)| topic.set(key, value)),
+                _ => topic,
+            }
         })
         .collect();
     let options = AdminOptions::new()

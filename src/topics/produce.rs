@@ -25,6 +25,19 @@ pub struct Outgoing {
     pub timestamp_ms: Option<i64>,
 }
 
+impl Outgoing {
+    /// The tombstone of this record's key on its topic: what lets compaction drop the key.
+    pub fn tombstone(&self) -> Self {
+        Self {
+            topic: self.topic.clone(),
+            key: self.key.clone(),
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+}
+
 /// A record handed to the producer: the future of its acknowledgement, or why it was not taken.
 pub type Enqueued = Result<DeliveryFuture, KafkaError>;
 
