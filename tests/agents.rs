@@ -240,8 +240,9 @@ async fn consul_states_in_become_exactly_the_expected_changes_in_order_per_key()
     .await;
     h.send_state(r, Kind::Snapshot, state(s, "a", vec![])).await;
 
-    common::eventually(60, "six changes published", || {
-        h.counters(AGENT, r).published >= 6
+    // Six changes, and the tombstone after each of the two deletions.
+    common::eventually(60, "six changes and two tombstones published", || {
+        h.counters(AGENT, r).published >= 8
     })
     .await;
     common::eventually(60, "the unchanged state counted", || {
@@ -249,7 +250,7 @@ async fn consul_states_in_become_exactly_the_expected_changes_in_order_per_key()
     })
     .await;
     let c = h.counters(AGENT, r);
-    assert_eq!((c.published, c.unchanged), (6, 1), "{c:?}");
+    assert_eq!((c.published, c.unchanged), (8, 1), "{c:?}");
 
     let changes = h.changes(r).await;
     let expected: BTreeMap<String, Vec<(Kind, u16)>> = [
@@ -329,8 +330,9 @@ async fn a_restart_publishes_what_changed_while_down_and_reannounces_nothing() {
             .get(AGENT, &RegionName::parse(r).unwrap())
             .snapshot()
     };
+    // Three changes, and the tombstone after i3's deletion.
     common::eventually(60, "records written while down processed", || {
-        counters().published >= 3
+        counters().published >= 4
     })
     .await;
     let c = counters();
@@ -339,7 +341,7 @@ async fn a_restart_publishes_what_changed_while_down_and_reannounces_nothing() {
         2,
         "resumes after the committed offset: {c:?}"
     );
-    assert_eq!((c.published, c.unchanged), (3, 0), "{c:?}");
+    assert_eq!((c.published, c.unchanged), (4, 0), "{c:?}");
 
     let changes = h.changes(r).await;
     assert_eq!(
@@ -1238,4 +1240,202 @@ async fn a_deleted_key_leaves_the_compacted_topic_and_a_rebuilt_cache_does_not_r
     assert!(of(&seen, &w1).is_empty());
     assert_eq!(of(&seen, &w2), ["created"]);
     assert_eq!(of(&seen, &w3), ["created"]);
+}
+
+static SHARED_KEYSPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The test's topic prefix: each region reads `<prefix>.<region>`.
+static SHARED_TOPICS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The region whose writes fail while it is set.
+static SHARED_FAILING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// An archival-like agent reading its region's own topic through the consumer its instances
+/// share ([`Source::Region`]), writing each record's sequence number as a row and counting the
+/// write; the failing region's writes fail.
+struct SharedSinkAgent {
+    region: RegionName,
+    session: std::sync::Arc<scylla::client::session::Session>,
+    insert: scylla::statement::prepared::PreparedStatement,
+}
+
+fn shared_topic(region: &RegionName) -> TopicName {
+    TopicName::parse(&format!("{}.{region}", SHARED_TOPICS.get().unwrap())).unwrap()
+}
+
+impl Agent for SharedSinkAgent {
+    const NAME: &'static str = "SharedSinkAgent";
+
+    fn source(ctx: &AgentContext) -> Result<Source, PipelineError> {
+        Ok(Source::Region(vec![shared_topic(&ctx.region.name)]))
+    }
+
+    async fn build(ctx: &AgentContext) -> Result<Self, PipelineError> {
+        let session = ctx.session().await?;
+        let ks = SHARED_KEYSPACE.get().unwrap();
+        let insert = session
+            .prepare(format!(
+                "UPDATE {ks}.writes SET n = n + 1 WHERE region = ? AND seq = ?"
+            ))
+            .await
+            .map_err(|e| PipelineError::Other(e.to_string()))?;
+        Ok(Self {
+            region: ctx.region.name.clone(),
+            session,
+            insert,
+        })
+    }
+
+    async fn process(&mut self, incoming: &Incoming) -> Outcome {
+        if SHARED_FAILING.lock().unwrap().as_deref() == Some(self.region.as_str()) {
+            return Outcome::Fail("this region's sink is down".into());
+        }
+        let seq: i32 = String::from_utf8_lossy(incoming.value.as_deref().unwrap_or_default())
+            .parse()
+            .unwrap();
+        match self
+            .session
+            .execute_unpaged(&self.insert, (self.region.as_str(), seq))
+            .await
+        {
+            Ok(_) => Outcome::Stored(1),
+            Err(e) => Outcome::Fail(e.to_string()),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn regions_on_one_shared_consumer_a_failing_one_stops_alone_and_catches_up_exactly() {
+    let keyspace = common::unique("mot_shared");
+    SHARED_KEYSPACE.set(keyspace.clone()).unwrap();
+    SHARED_TOPICS
+        .set(common::unique("mot-shared-test"))
+        .unwrap();
+    let config = common::dev_config();
+    let session = mot::store::connect(&config.cassandra).await.unwrap();
+    session
+        .query_unpaged(format!("CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"), ())
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!("CREATE TABLE {keyspace}.writes (region text, seq int, n counter, PRIMARY KEY (region, seq))"),
+            (),
+        )
+        .await
+        .unwrap();
+    let (healthy, failing) = (common::unique_region(), common::unique_region());
+    let h = Harness::new("production-us-west-2", &[&healthy, &failing]).await;
+    let cluster = ClusterName::parse("production-us-west-2").unwrap();
+    let admin = h.topology.cluster_admin(&cluster).unwrap();
+    let name = |r: &str| RegionName::parse(r).unwrap();
+    let topics: Vec<(TopicName, &catalog::TopicSpec)> = [&healthy, &failing]
+        .iter()
+        .map(|r| (shared_topic(&name(r)), &catalog::INSTANCE_STATE_CHANGE))
+        .collect();
+    clients::create_topics(&admin, &h.topology.config().kafka, &topics)
+        .await
+        .unwrap();
+    let send = |region: String, range: std::ops::RangeInclusive<i32>| {
+        let producer = h.producer.clone();
+        async move {
+            for seq in range {
+                producer
+                    .send(&Outgoing {
+                        topic: shared_topic(&RegionName::parse(&region).unwrap()),
+                        key: Some(format!("k{}", seq % 7).into_bytes()),
+                        value: Some(seq.to_string().into_bytes()),
+                        headers: Vec::new(),
+                        timestamp_ms: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let writes = |region: String| {
+        let (session, keyspace) = (session.clone(), keyspace.clone());
+        async move {
+            let rows = session
+                .query_unpaged(
+                    format!("SELECT seq, n FROM {keyspace}.writes WHERE region = ?"),
+                    (region,),
+                )
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            rows.rows::<(i32, scylla::value::Counter)>()
+                .unwrap()
+                .map(|r| r.unwrap())
+                .map(|(seq, n)| (seq, n.0))
+                .collect::<BTreeMap<i32, i64>>()
+        }
+    };
+
+    // Both regions' agents run in one process: one consumer for the two of them.
+    *SHARED_FAILING.lock().unwrap() = Some(failing.clone());
+    let supervisors: Vec<_> = [&healthy, &failing]
+        .iter()
+        .map(|r| h.start(r, vec![AgentEntry::of::<SharedSinkAgent>()], fast_backoff()))
+        .collect();
+    let group = format!(
+        "mot-shared-sink-agent-{}-production-us-west-2",
+        h.topology.config().topology.central
+    );
+    send(healthy.clone(), 1..=100).await;
+    send(failing.clone(), 1..=100).await;
+
+    // The failing region's sink fails and its agent restarts again and again; the healthy
+    // region's records are all written meanwhile, each once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while writes(healthy.clone()).await.len() < 100 {
+        assert!(std::time::Instant::now() < deadline, "healthy region stuck");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    common::eventually(30, "the failing region restarted", || {
+        h.counters("SharedSinkAgent", &failing).restarts >= 2
+    })
+    .await;
+    assert_eq!(h.registry.sources.groups(), [group.clone()]);
+    assert!(writes(failing.clone()).await.is_empty());
+    send(healthy.clone(), 101..=150).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while writes(healthy.clone()).await.len() < 150 {
+        assert!(std::time::Instant::now() < deadline, "healthy region stuck");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Its sink is back: it joins the shared consumer again and catches up from its last
+    // committed offset, nothing lost.
+    *SHARED_FAILING.lock().unwrap() = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while writes(failing.clone()).await.len() < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "failing region never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut regions = h.registry.sources.regions(&group);
+    regions.sort();
+    let mut both = vec![healthy.clone(), failing.clone()];
+    both.sort();
+    assert_eq!(regions, both, "both regions read through the one consumer");
+    for supervisor in supervisors {
+        supervisor.send(Shutdown).await.unwrap();
+    }
+    let expected = |n: i32| (1..=n).map(|s| (s, 1)).collect::<BTreeMap<i32, i64>>();
+    assert_eq!(
+        writes(healthy.clone()).await,
+        expected(150),
+        "each written once"
+    );
+    assert_eq!(
+        writes(failing.clone()).await,
+        expected(100),
+        "each written once"
+    );
+    session
+        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .unwrap();
 }

@@ -66,8 +66,9 @@ async fn readyz_of_a_regional_and_persistence_process_names_what_is_down_and_rec
     names.sort();
     let kafka_check = format!("kafka {}", kafka.name);
     let agents_check = format!("agents {region}");
+    let central_check = format!("agents {}", config.topology.central);
     let mut expected = vec![
-        "agents production-us-east-1",
+        central_check.as_str(),
         agents_check.as_str(),
         "cassandra",
         kafka_check.as_str(),

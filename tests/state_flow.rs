@@ -302,17 +302,16 @@ async fn a_restart_mid_flow_loses_nothing_and_a_replay_from_the_beginning_change
 
     // Reset the archival consumer groups to the beginning: stop, delete the groups, start.
     flow.stop_agents().await;
-    let groups: Vec<String> = [&t, &p]
-        .iter()
-        .flat_map(|r| {
-            [
-                "deployment-state-archival-agent",
-                "instance-archival-agent",
-                "complete-event-archival-agent",
-            ]
-            .map(|a| format!("mot-{a}-{r}"))
-        })
-        .collect();
+    // The archival agents' consumers are shared by the regions (one per agent kind).
+    let central = &flow.topology.config().topology.central;
+    let groups: Vec<String> = [
+        "deployment-state-archival-agent",
+        "instance-archival-agent",
+        "complete-event-archival-agent",
+    ]
+    .iter()
+    .map(|a| format!("mot-{a}-{central}-production-us-east-1"))
+    .collect();
     common::delete_consumer_groups(flow.topology.central_cluster(), &groups).await;
     flow.start_agents();
     for r in [&t, &p] {

@@ -168,6 +168,8 @@ async fn agent_run(env: &Env, run: usize, n: usize, profiles: &mut String) -> (f
         route: None,
         store: Default::default(),
         producers: Default::default(),
+        sources: Default::default(),
+        workers: Default::default(),
     };
     let group = pipeline::consumer_group(InstanceConsulStateAgent::NAME, &ctx);
     let cluster = config.cluster(home.name()).unwrap().clone();

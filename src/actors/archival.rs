@@ -102,7 +102,7 @@ pub const INSERT_EVENT: &str = "INSERT INTO {ks}.deployment_events (deployment_i
 
 /// Where the archival agent of `spec` reads in the central cluster for `ctx`'s region.
 pub fn source(ctx: &AgentContext, spec: &TopicSpec) -> Source {
-    Source::Home(vec![ctx.topology.archived_topic(&ctx.region, spec)])
+    Source::Region(vec![ctx.topology.archived_topic(&ctx.region, spec)])
 }
 
 /// Why a write did not happen.

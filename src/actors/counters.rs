@@ -97,6 +97,8 @@ pub struct Registry {
     pub producers: crate::topics::clients::SharedProducers,
     /// The threads agents run on.
     pub workers: super::workers::Workers,
+    /// The consumers shared by the agents, one per agent kind and cluster read.
+    pub sources: super::shared_source::SharedSources,
 }
 
 impl Registry {

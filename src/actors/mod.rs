@@ -6,6 +6,7 @@
 //! - [`supervisor`]: a supervisor actor per region, restarting failed agents with backoff;
 //! - [`counters`]: per agent and region counters;
 //! - [`workers`]: the pool of threads agents run on;
+//! - [`shared_source`]: one consumer per agent kind and cluster, shared by the regions' agents;
 //! - one file per agent.
 //!
 //! Adding an agent: write its file (a type implementing [`pipeline::Agent`], or
@@ -31,6 +32,7 @@ pub mod poller;
 pub mod region_heartbeat;
 pub mod rollout;
 pub mod rollout_archival;
+pub mod shared_source;
 pub mod supervisor;
 pub mod traffic;
 pub mod workers;

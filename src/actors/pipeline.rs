@@ -79,7 +79,7 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    fn from_message(msg: &BorrowedMessage<'_>) -> Self {
+    pub(crate) fn from_message(msg: &BorrowedMessage<'_>) -> Self {
         let headers = msg
             .headers()
             .map(|h| {
@@ -222,8 +222,23 @@ impl std::fmt::Debug for Outcome {
 pub enum Source {
     /// Topics of the home cluster.
     Home(Vec<TopicName>),
-    /// One topic of a foreign cluster, justified by the topology.
+    /// Topics of the home cluster that carry only this region's records (a region's suffixed
+    /// topic in the central cluster): read through the consumer the agent's instances of every
+    /// region share ([`super::shared_source`]).
+    Region(Vec<TopicName>),
+    /// One topic of a foreign cluster, justified by the topology; read through the consumer the
+    /// agent's instances reading that cluster share.
     Foreign(ForeignSubscription),
+}
+
+impl Source {
+    /// The topics it reads.
+    pub fn topics(&self) -> Vec<TopicName> {
+        match self {
+            Source::Home(topics) | Source::Region(topics) => topics.clone(),
+            Source::Foreign(sub) => vec![sub.topic_to_read().clone()],
+        }
+    }
 }
 
 impl Source {
@@ -254,6 +269,10 @@ pub struct AgentContext {
     pub store: crate::store::SharedSession,
     /// The producers shared by the process's agents, one per home cluster.
     pub producers: crate::topics::clients::SharedProducers,
+    /// The consumers shared by the process's agents, one per agent kind and cluster read.
+    pub sources: super::shared_source::SharedSources,
+    /// The threads agents (and shared consumers) run on.
+    pub workers: super::workers::Workers,
 }
 
 impl AgentContext {
@@ -340,19 +359,13 @@ pub async fn run_agent<A: Agent>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let mut agent = A::build(&ctx).await?;
-    let group = consumer_group(A::NAME, &ctx);
-    let (consumer, topics) = match A::source(&ctx)? {
-        Source::Home(topics) => (ctx.home.consumer(&group)?, topics),
-        Source::Foreign(sub) => (sub.consumer(&group)?, vec![sub.topic_to_read().clone()]),
-    };
-    let consumer = Arc::new(consumer);
+    let (mut input, group, topics) = Input::open::<A>(&ctx).await?;
     let names: Vec<&str> = topics.iter().map(TopicName::as_str).collect();
-    consumer.subscribe(&names)?;
     let producer = ctx.producers.get(&ctx.home)?;
     let dead_letters = TopicName::local(&catalog::DEAD_LETTERS.base());
     let window = ctx.topology.config().node.sink_window.max(1);
     let counters = ctx.counters.clone();
-    tracing::info!(agent = A::NAME, region = %ctx.region.name, %group, topics = ?names, window, "agent started");
+    tracing::info!(agent = A::NAME, region = %ctx.region.name, %group, shared = input.is_shared(), topics = ?names, window, "agent started");
 
     let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Settlement>>>> =
         FuturesOrdered::new();
@@ -372,7 +385,7 @@ pub async fn run_agent<A: Agent>(
                 }
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
-                settle(&consumer, &counters, &mut writing, done, &mut failure);
+                settle(&input, &counters, &mut writing, done, &mut failure);
             }
             _ = ticks.tick(), if tick_every.is_some() && inflight.len() < MAX_IN_FLIGHT => {
                 let records = agent.tick().await;
@@ -382,9 +395,9 @@ pub async fn run_agent<A: Agent>(
                     inflight.push_back(Box::pin(acknowledge(Incoming::unprompted(), None, enqueued, Delivered::Ticked(n))));
                 }
             }
-            received = consumer.recv(), if inflight.len() < MAX_IN_FLIGHT && windowed < window => {
-                let message = match received {
-                    Ok(message) => message,
+            received = input.recv(), if inflight.len() < MAX_IN_FLIGHT && windowed < window => {
+                let incoming = match received {
+                    Ok(incoming) => incoming,
                     // Consumption errors (a topic not yet known to a fresh broker, a coordinator
                     // loading, a broker briefly away) are reports; librdkafka recovers by itself.
                     Err(KafkaError::MessageConsumption(code)) => {
@@ -394,13 +407,11 @@ pub async fn run_agent<A: Agent>(
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let incoming = Incoming::from_message(&message);
-                drop(message);
                 Counters::add(&counters.records_in, 1);
                 // A record waits for the windowed writes of its key to finish: same key, same order.
                 while writing.contains_key(&incoming.key) && failure.is_none() {
                     match inflight.next().await {
-                        Some(done) => settle(&consumer, &counters, &mut writing, done, &mut failure),
+                        Some(done) => settle(&input, &counters, &mut writing, done, &mut failure),
                         None => break,
                     }
                 }
@@ -448,9 +459,9 @@ pub async fn run_agent<A: Agent>(
     }
     // Drain: what was handed over is settled (offsets stored in order, up to a failure).
     while let Some(done) = inflight.next().await {
-        settle(&consumer, &counters, &mut writing, done, &mut failure);
+        settle(&input, &counters, &mut writing, done, &mut failure);
     }
-    commit(A::NAME, &consumer).await;
+    input.close(A::NAME).await;
     producer.flush().await;
     match failure {
         Some(error) => Err(error),
@@ -506,6 +517,23 @@ pub fn consumer_group(agent: &str, ctx: &AgentContext) -> String {
             route.to
         ),
     }
+}
+
+/// `mot-<agent>-<central region>-<cluster read>[-to-<home cluster>]`: the group of the consumer
+/// an agent's instances share. The central region names the installation (two installations on
+/// the same clusters never share a group); every process of one installation running the agent
+/// there shares it.
+pub fn shared_group(
+    agent: &str,
+    ctx: &AgentContext,
+    source: &crate::topics::names::ClusterName,
+) -> String {
+    let central = &ctx.topology.config().topology.central;
+    let mut group = format!("mot-{}-{central}-{source}", kebab(agent));
+    if source != ctx.home.name() {
+        group.push_str(&format!("-to-{}", ctx.home.name()));
+    }
+    group
 }
 
 fn kebab(name: &str) -> String {
@@ -592,7 +620,7 @@ async fn acknowledge(
 /// (its sink, or its delivery), no later offset is stored: settlements come in order, so the
 /// records after it replay.
 fn settle(
-    consumer: &MotConsumer,
+    input: &Input,
     counters: &Counters,
     writing: &mut HashMap<Option<Vec<u8>>, usize>,
     settlement: Settlement,
@@ -632,9 +660,99 @@ fn settle(
     if matches!(delivered, Delivered::Ticked(_)) {
         return;
     }
-    if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-        // The partition was revoked meanwhile: its new owner replays from the last commit.
-        tracing::debug!(%topic, partition, offset, error = %e, "offset not stored");
+    input.settled(&topic, partition, offset);
+}
+
+/// Where a running agent's records come from.
+enum Input {
+    /// A consumer of its own.
+    Own(Arc<MotConsumer>),
+    /// Its lane of the consumer it shares with the agent's instances for other regions.
+    Shared(super::shared_source::Lane),
+}
+
+impl Input {
+    /// Joins the shared consumer of the agent's source, or (a source of the region's own, or
+    /// topics another region's lane reads already) subscribes a consumer of its own. Also the
+    /// consumer group and the topics.
+    async fn open<A: Agent>(
+        ctx: &AgentContext,
+    ) -> Result<(Self, String, Vec<TopicName>), PipelineError> {
+        let agent = A::NAME;
+        let source = A::source(ctx)?;
+        let topics = source.topics();
+        let shared: Option<(String, super::shared_source::MakeConsumer)> = match &source {
+            Source::Home(_) => None,
+            Source::Region(_) => {
+                let home = ctx.home.clone();
+                Some((
+                    shared_group(agent, ctx, home.name()),
+                    Box::new(move |group: &str| home.consumer(group)),
+                ))
+            }
+            Source::Foreign(sub) => {
+                let sub = sub.clone();
+                Some((
+                    shared_group(agent, ctx, sub.cluster()),
+                    Box::new(move |group: &str| sub.consumer(group)),
+                ))
+            }
+        };
+        if let Some((group, make)) = shared {
+            let region = ctx.region.name.as_str();
+            let joined = ctx
+                .sources
+                .join(&group, region, topics.clone(), make, &ctx.workers)
+                .await?;
+            if let Some(lane) = joined {
+                return Ok((Input::Shared(lane), group, topics));
+            }
+            tracing::info!(agent, %region, %group, "another region's lane reads these topics; reading with a consumer of its own");
+        }
+        let group = consumer_group(agent, ctx);
+        let consumer = match &source {
+            Source::Home(_) | Source::Region(_) => ctx.home.consumer(&group)?,
+            Source::Foreign(sub) => sub.consumer(&group)?,
+        };
+        let names: Vec<&str> = topics.iter().map(TopicName::as_str).collect();
+        consumer.subscribe(&names)?;
+        Ok((Input::Own(Arc::new(consumer)), group, topics))
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self, Input::Shared(_))
+    }
+
+    /// The next record. A shared consumer that is gone is an infrastructure error: the agent is
+    /// restarted and joins a new one.
+    async fn recv(&mut self) -> Result<Incoming, KafkaError> {
+        match self {
+            Input::Own(consumer) => consumer.recv().await.map(|m| Incoming::from_message(&m)),
+            Input::Shared(lane) => lane.recv().await.ok_or(KafkaError::Canceled),
+        }
+    }
+
+    /// The record at `offset` is done: its offset is stored.
+    fn settled(&self, topic: &str, partition: i32, offset: i64) {
+        match self {
+            Input::Own(consumer) => {
+                if let Err(e) = consumer.store_offset(topic, partition, offset) {
+                    // The partition was revoked meanwhile: its new owner replays from the last
+                    // commit.
+                    tracing::debug!(%topic, partition, offset, error = %e, "offset not stored");
+                }
+            }
+            Input::Shared(lane) => lane.settled(topic, partition, offset),
+        }
+    }
+
+    /// Commits what was stored (a consumer of its own), or leaves the shared consumer once it
+    /// has.
+    async fn close(self, agent: &'static str) {
+        match self {
+            Input::Own(consumer) => commit(agent, &consumer).await,
+            Input::Shared(lane) => lane.close().await,
+        }
     }
 }
 

@@ -204,6 +204,8 @@ impl RegionSupervisor {
             route: spec.route.clone(),
             store: self.registry.store.clone(),
             producers: self.registry.producers.clone(),
+            sources: self.registry.sources.clone(),
+            workers: self.registry.workers.clone(),
         };
         let state = self.state.entry(spec.name.clone()).or_default();
         state.running = true;

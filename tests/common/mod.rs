@@ -245,15 +245,18 @@ pub fn unique_region() -> String {
     format!("production-t{}", unique("").replace('_', ""))
 }
 
-/// A topology of the dev clusters: the central region plus `regions` (name, home cluster), each
-/// routing its regional topics to the central cluster with `carrier`.
+/// A topology of the dev clusters: a central region of its own plus `regions` (name, home
+/// cluster), each routing its regional topics to the central cluster with `carrier`.
 pub fn topology_toml(regions: &[(&str, &str)], carrier: &str) -> String {
     let dev = dev_config();
-    let mut text = String::from(
+    // The central region is this topology's own (on the central cluster), so the consumer groups
+    // its agents share are too.
+    let central = format!("production-c{}", unique("").replace('_', ""));
+    let mut text = format!(
         "[auth]\ntokens_file = \".mot/auth/tokens.toml\"\n\n\
          [secrets]\nkeyring_file = \".mot/auth/keyring\"\n\n\
-         [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"production-us-east-1\"\n\n\
-         [[regions]]\nname = \"production-us-east-1\"\ncluster = \"production-us-east-1\"\n",
+         [kafka]\npartitions = 2\nreplication_factor = 1\n\n[topology]\ncentral = \"{central}\"\n\n\
+         [[regions]]\nname = \"{central}\"\ncluster = \"production-us-east-1\"\n",
     );
     // The dev servers' login and TLS (keyspace `mot`, as the tests' replacements expect).
     let mut cassandra = dev.cassandra.clone();
