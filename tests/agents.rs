@@ -1395,7 +1395,7 @@ async fn regions_on_one_shared_consumer_a_failing_one_stops_alone_and_catches_up
         h.counters("SharedSinkAgent", &failing).restarts >= 2
     })
     .await;
-    assert_eq!(h.registry.sources.groups(), [group.clone()]);
+    assert_eq!(h.registry.sources.groups(), std::slice::from_ref(&group));
     assert!(writes(failing.clone()).await.is_empty());
     send(healthy.clone(), 101..=150).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
