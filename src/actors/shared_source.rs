@@ -12,8 +12,10 @@
 //!     <- settled (topic, partition, offset), in order per partition: stored, committed
 //! ```
 //!
-//! - A lane is bounded: a region whose agent is slow fills its lane, and then only its own
-//!   partitions are paused, until its agent has settled what it holds; the others flow.
+//! - A lane is bounded: a region whose agent is slow fills its lane; once it is far behind
+//!   ([`HOLD_BEFORE_PAUSE`] records held) only its own partitions are paused, until its agent has
+//!   taken what it holds; the others flow. When every lane is full the consumer stops taking
+//!   records (librdkafka's own bounded queue holds them), pausing nothing.
 //! - A region whose agent fails (or stops) leaves: its settled offsets are committed and its
 //!   topics unsubscribed (the cooperative protocol takes only its partitions away). When its agent
 //!   is restarted it joins again and reads on from its last committed offset: nothing is lost,
@@ -261,9 +263,18 @@ struct LaneState {
     region: String,
     topics: Vec<String>,
     records: mpsc::Sender<Incoming>,
-    /// Records the lane had no room for, in order; its partitions are paused meanwhile.
+    /// Records the lane had no room for, in order.
     held: VecDeque<Incoming>,
+    /// Whether its partitions are paused (it holds [`HOLD_BEFORE_PAUSE`] records or more while
+    /// other lanes flow).
+    paused: bool,
 }
+
+/// Records a full lane holds before its partitions are paused. Pausing drops what librdkafka
+/// prefetched for them (it is fetched again on resume), so a lane is paused only when it is far
+/// behind and other lanes could use the consumer meanwhile; when every lane is full the consumer
+/// simply stops taking records.
+const HOLD_BEFORE_PAUSE: usize = 256;
 
 fn start(
     group: String,
@@ -319,7 +330,7 @@ async fn run(
                         for topic in &names {
                             owner.insert(topic.clone(), id);
                         }
-                        lanes.insert(id, LaneState { region: region.clone(), topics: names, records, held: VecDeque::new() });
+                        lanes.insert(id, LaneState { region: region.clone(), topics: names, records, held: VecDeque::new(), paused: false });
                         joined(&lanes);
                         let subscribed = subscribe(&consumer, &owner);
                         tracing::info!(group, %region, topics = ?topics, lanes = lanes.len(), "region joined the shared consumer");
@@ -354,7 +365,7 @@ async fn run(
                     }
                 }
             }
-            received = consumer.recv(), if !lanes.is_empty() => {
+            received = consumer.recv(), if lanes.values().any(|l| l.held.is_empty()) => {
                 let message = match received {
                     Ok(message) => message,
                     Err(e) => {
@@ -374,16 +385,17 @@ async fn run(
                 if lane.held.is_empty() {
                     match lane.records.try_send(incoming) {
                         Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Full(incoming)) => {
-                            lane.held.push_back(incoming);
-                            set_paused(&consumer, &lane.topics, true);
-                            tracing::debug!(group, region = %lane.region, "lane full; its partitions paused");
-                        }
+                        Err(mpsc::error::TrySendError::Full(incoming)) => lane.held.push_back(incoming),
                         // Its agent is gone; its Leave is on the way.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => continue,
                     }
                 } else {
                     lane.held.push_back(incoming);
+                }
+                if lane.held.len() >= HOLD_BEFORE_PAUSE && !lane.paused {
+                    lane.paused = true;
+                    set_paused(&consumer, &lane.topics, true);
+                    tracing::debug!(group, region = %lane.region, "lane far behind; its partitions paused");
                 }
             }
             _ = idle.tick(), if lanes.is_empty() => {
@@ -415,7 +427,10 @@ fn hand_over_held(consumer: &MotConsumer, lane: &mut LaneState) {
             }
         }
     }
-    set_paused(consumer, &lane.topics, false);
+    if lane.paused {
+        lane.paused = false;
+        set_paused(consumer, &lane.topics, false);
+    }
 }
 
 /// Pauses or resumes the partitions of `topics` this consumer is assigned.
