@@ -84,9 +84,30 @@ async fn a_deployment_to_two_regions_shows_every_instance_and_each_region_health
         .collect();
     assert_eq!(places.len(), 6, "two regions x three zones");
 
-    // The timeline: the schedulers accepted, the zones became healthy; oldest first.
-    let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
-    let events = events["events"].as_array().unwrap().clone();
+    // The timeline: the schedulers accepted, the zones became healthy; oldest first. Each kind
+    // is archived from its own topic by its own agent, so the timeline may trail the zones'
+    // status by moments: wait until it holds every entry, then count exactly.
+    let expected = [
+        ("scheduler-accepted", 6),
+        ("healthy", 6),
+        ("instance-started", 12),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let (_, events) = flow.get(&format!("/deployments/{id}/events")).await;
+        let events = events["events"].as_array().unwrap().clone();
+        let complete = expected
+            .iter()
+            .all(|(kind, n)| events.iter().filter(|e| e["kind"] == *kind).count() >= *n);
+        if complete {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timeline incomplete: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     let times: Vec<i64> = events
         .iter()
         .map(|e| e["time_us"].as_i64().unwrap())
@@ -284,7 +305,14 @@ async fn a_restart_mid_flow_loses_nothing_and_a_replay_from_the_beginning_change
             .iter()
             .filter(|i| i["health"] == "passing")
             .count();
-        if running == 12 {
+        let accepted = snapshot["events"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "scheduler-accepted")
+            .count();
+        // The timeline is archived from its own topic: it may trail the instances by moments.
+        if running == 12 && accepted >= 6 {
             break snapshot;
         }
         assert!(std::time::Instant::now() < deadline, "{snapshot:#}");
