@@ -301,6 +301,11 @@ pub struct NodeConfig {
     /// offsets are still stored in order, and records with the same key are written in order.
     #[serde(default = "NodeConfig::default_sink_window")]
     pub sink_window: usize,
+    /// Whether agents reading their region's own topics or a foreign cluster share one consumer
+    /// per agent kind and cluster (lanes per region). Off by default until a stall seen once in
+    /// the suite is understood: each agent then reads with a consumer of its own.
+    #[serde(default)]
+    pub shared_consumers: bool,
 }
 
 impl NodeConfig {
@@ -323,6 +328,7 @@ impl Default for NodeConfig {
             shutdown_timeout_secs: Self::default_shutdown_timeout_secs(),
             worker_threads: None,
             sink_window: Self::default_sink_window(),
+            shared_consumers: false,
         }
     }
 }

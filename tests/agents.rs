@@ -45,9 +45,13 @@ impl Harness {
     async fn new(home: &str, regions: &[&str]) -> Self {
         common::init_tracing();
         let pairs: Vec<(&str, &str)> = regions.iter().map(|r| (*r, home)).collect();
+        // Shared consumers on: the shared-consumer test needs them, the others run with them.
         let config = Config::from_toml(
             Path::new("agents-test.toml"),
-            &common::topology_toml(&pairs, "mot"),
+            &format!(
+                "[node]\nshared_consumers = true\n\n{}",
+                common::topology_toml(&pairs, "mot")
+            ),
         )
         .unwrap();
         let topology = Topology::new(&config);

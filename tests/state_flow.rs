@@ -330,7 +330,8 @@ async fn a_restart_mid_flow_loses_nothing_and_a_replay_from_the_beginning_change
 
     // Reset the archival consumer groups to the beginning: stop, delete the groups, start.
     flow.stop_agents().await;
-    // The archival agents' consumers are shared by the regions (one per agent kind).
+    // The archival agents' groups: one per agent and region, or with `node.shared_consumers`
+    // one per agent kind (a group that does not exist is passed over).
     let central = &flow.topology.config().topology.central;
     let groups: Vec<String> = [
         "deployment-state-archival-agent",
@@ -338,7 +339,12 @@ async fn a_restart_mid_flow_loses_nothing_and_a_replay_from_the_beginning_change
         "complete-event-archival-agent",
     ]
     .iter()
-    .map(|a| format!("mot-{a}-{central}-production-us-east-1"))
+    .flat_map(|a| {
+        [t.clone(), p.clone(), central.to_string()]
+            .map(|r| format!("mot-{a}-{r}"))
+            .into_iter()
+            .chain([format!("mot-{a}-{central}-production-us-east-1")])
+    })
     .collect();
     common::delete_consumer_groups(flow.topology.central_cluster(), &groups).await;
     flow.start_agents();

@@ -681,7 +681,9 @@ impl Input {
         let agent = A::NAME;
         let source = A::source(ctx)?;
         let topics = source.topics();
+        let sharing = ctx.topology.config().node.shared_consumers;
         let shared: Option<(String, super::shared_source::MakeConsumer)> = match &source {
+            _ if !sharing => None,
             Source::Home(_) => None,
             Source::Region(_) => {
                 let home = ctx.home.clone();
