@@ -758,17 +758,18 @@ impl Input {
     }
 }
 
-/// Commits the stored offsets (a synchronous call, made on a blocking thread).
-async fn commit(agent: &'static str, consumer: &Arc<MotConsumer>) {
+/// Commits `consumer`'s stored offsets (a synchronous call, made on a blocking thread); `who`
+/// (the agent, or the shared consumer's group) names it in the log if that fails.
+pub(crate) async fn commit(who: &str, consumer: &Arc<MotConsumer>) {
     let consumer = consumer.clone();
     let committed =
         tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
     match committed {
         Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
         Ok(Err(e)) => {
-            tracing::warn!(agent, error = %e, "final commit failed; records since the last commit will be replayed")
+            tracing::warn!(who, error = %e, "commit failed; records since the last commit will be replayed")
         }
-        Err(e) => tracing::warn!(agent, error = %e, "final commit did not finish"),
+        Err(e) => tracing::warn!(who, error = %e, "commit did not finish"),
     }
 }
 

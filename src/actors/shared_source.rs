@@ -31,12 +31,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot};
 
-use super::pipeline::Incoming;
+use super::pipeline::{commit, Incoming};
 use super::workers::Workers;
 use crate::topics::clients::MotConsumer;
 use crate::topics::names::TopicName;
@@ -465,19 +465,4 @@ fn subscribe(consumer: &MotConsumer, owner: &HashMap<String, u64>) -> Result<(),
         return Ok(());
     }
     consumer.subscribe(&topics)
-}
-
-/// Commits the stored offsets (synchronously, on a blocking thread).
-async fn commit(group: &str, consumer: &Arc<MotConsumer>) {
-    let consumer = consumer.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
-    match committed {
-        Ok(Ok(()))
-        | Ok(Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(group, error = %e, "commit failed; records since the last commit will be replayed")
-        }
-        Err(e) => tracing::warn!(group, error = %e, "commit did not finish"),
-    }
 }
