@@ -22,7 +22,7 @@
 //! healthy observation plus `min_healthy_secs`, the wave's start plus its deadline), not from the
 //! clock of whoever makes it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -58,13 +58,104 @@ pub struct RolloutAgent {
     requests_topic: TopicName,
     projections: Projections,
     requests: Requests,
-    /// The apps and regions some deployment was announced healthy in (`service.deployed` once,
-    /// `service.upgraded` after).
-    deployed: HashSet<(String, RegionName)>,
     cdevents: TopicName,
     /// Rollouts whose current wave's launches are sent again on the first tick after a start
     /// (see `build`).
     resend: Vec<Uuid>,
+    /// What the regions said of deployments whose request this agent has not read yet.
+    early: Early,
+}
+
+/// One thing a region said of a deployment in one zone.
+#[derive(Debug, Clone)]
+struct Seen {
+    region: RegionName,
+    key: String,
+    status: String,
+    at: i64,
+    reason: Option<String>,
+}
+
+impl Seen {
+    fn apply(self, r: &mut Rollout) {
+        if self.status == "removed" && !r.removed.contains(&self.region) {
+            r.removed.push(self.region.clone());
+        }
+        let (key, status, at) = (self.key.clone(), self.status.clone(), self.at);
+        if !observe(r, self.key, &self.status, self.at, self.reason) {
+            return;
+        }
+        match status.as_str() {
+            "healthy" => {
+                r.healthy_zones.entry(key).or_insert(at);
+            }
+            // The deployment left the zone: what it reached there stands.
+            "gone" | "removed" | "superseded" => {}
+            _ => {
+                r.healthy_zones.remove(&key);
+            }
+        }
+    }
+}
+
+/// The launched regions all of whose zones were seen healthy with `r`'s deployment, and since
+/// when (µs).
+fn reached_healthy(r: &Rollout) -> Vec<(RegionName, i64)> {
+    let mut reached = Vec::new();
+    for (i, wave) in r.waves.iter().enumerate() {
+        if wave.started_us.is_none() {
+            continue;
+        }
+        for region in &wave.regions {
+            let since: Option<Vec<i64>> = r
+                .wave_zones(i)
+                .iter()
+                .filter(|(reg, _)| reg == region)
+                .map(|(reg, zone)| r.healthy_zones.get(&zone_key(reg, zone)).copied())
+                .collect();
+            if let Some(at) = since.and_then(|s| s.into_iter().max()) {
+                reached.push((region.clone(), at));
+            }
+        }
+    }
+    reached
+}
+
+/// Observations of deployments no rollout is known for yet. The request and the zones' reports
+/// come on different topics, and a consumer reading them from behind (a first start, a restart
+/// after a crash, a lag) may take a zone's report before the request that launched it: dropped,
+/// the zone would never count as healthy (a healthy zone says so once). They are held here, the
+/// newest [`EARLY_DEPLOYMENTS`] deployments' worth, and applied when the request comes.
+#[derive(Debug, Default)]
+struct Early {
+    seen: HashMap<Uuid, Vec<Seen>>,
+    order: std::collections::VecDeque<Uuid>,
+}
+
+/// How many deployments' early observations are held.
+const EARLY_DEPLOYMENTS: usize = 4096;
+
+impl Early {
+    fn hold(&mut self, deployment: Uuid, seen: Seen) {
+        let list = self.seen.entry(deployment).or_insert_with(|| {
+            self.order.push_back(deployment);
+            Vec::new()
+        });
+        list.push(seen);
+        while self.order.len() > EARLY_DEPLOYMENTS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+    }
+
+    fn take(&mut self, deployment: Uuid) -> Vec<Seen> {
+        let seen = self.seen.remove(&deployment).unwrap_or_default();
+        if !seen.is_empty() {
+            self.order.retain(|d| *d != deployment);
+        }
+        seen
+    }
 }
 
 /// What a step of the state machine asks the agent to do.
@@ -335,6 +426,7 @@ fn begin(
         rollbacks: Vec::new(),
         updated_us: request.time_us,
         announced: Vec::new(),
+        healthy_zones: Default::default(),
         removed: Vec::new(),
         removal_announced: Vec::new(),
         last_step_us: 0,
@@ -455,7 +547,7 @@ impl RolloutAgent {
             }
         }
         region_states(&mut r);
-        out.extend(self.announce(&mut r, cause)?);
+        out.extend(self.announce(&mut r, cause).await?);
         // Changed: a step was taken, or anything but the update time differs (`before` was
         // kept with no transitions).
         let changed = before.is_none_or(|b| {
@@ -480,8 +572,14 @@ impl RolloutAgent {
     }
 
     /// The CDEvents of what `r`'s regions became since it was last announced: healthy
-    /// (deployed, upgraded or rolled back there) or removed. Each once.
-    fn announce(&mut self, r: &mut Rollout, cause: &Incoming) -> Result<Vec<Outgoing>, String> {
+    /// (deployed, upgraded or rolled back there) or removed. Each once, whenever the reports
+    /// were read: a region all of whose zones were seen healthy is told so even if the
+    /// deployment was superseded or rolled back before this agent read them.
+    async fn announce(
+        &mut self,
+        r: &mut Rollout,
+        cause: &Incoming,
+    ) -> Result<Vec<Outgoing>, String> {
         use crate::models::cdevents::{cloud_event, Occurrence, ServiceEvent, CONTENT_TYPE};
         let app = r.request.spec.app.to_string();
         let latest_in = |r: &Rollout, region: &RegionName, status: Option<&str>| {
@@ -494,18 +592,19 @@ impl RolloutAgent {
                 .unwrap_or(r.updated_us)
         };
         let mut due: Vec<(ServiceEvent, RegionName, i64)> = Vec::new();
-        for (region, state) in &r.regions {
-            if *state != RegionState::Healthy || r.announced.contains(region) {
-                continue;
-            }
+        let reached = reached_healthy(r);
+        for (region, at) in reached
+            .into_iter()
+            .filter(|(region, _)| !r.announced.contains(region))
+        {
             let event = if r.request.rollback_of.is_some() {
                 ServiceEvent::RolledBack
-            } else if self.deployed.contains(&(app.clone(), region.clone())) {
+            } else if self.earlier_healthy(r, &region).await? {
                 ServiceEvent::Upgraded
             } else {
                 ServiceEvent::Deployed
             };
-            due.push((event, region.clone(), latest_in(r, region, None)));
+            due.push((event, region, at));
         }
         for region in &r.removed {
             if !r.removal_announced.contains(region) {
@@ -545,11 +644,30 @@ impl RolloutAgent {
             if event == ServiceEvent::Removed {
                 r.removal_announced.push(region);
             } else {
-                self.deployed.insert((app.clone(), region.clone()));
                 r.announced.push(region);
             }
         }
         Ok(out)
+    }
+
+    /// Whether an earlier deployment of `r`'s app was healthy in `region` (then `r` upgrades
+    /// it): one this agent saw healthy there, else one the projections know of.
+    async fn earlier_healthy(&self, r: &Rollout, region: &RegionName) -> Result<bool, String> {
+        let app = r.request.spec.app.as_str();
+        let seen = self.rollouts.values().any(|e| {
+            e.request.spec.app.as_str() == app
+                && e.request.generation < r.request.generation
+                && e.announced.contains(region)
+        });
+        if seen {
+            return Ok(true);
+        }
+        let archived = self
+            .projections
+            .earlier_healthy(app, r.request.generation, std::slice::from_ref(region))
+            .await
+            .map_err(|e| format!("finding an earlier healthy deployment: {e}"))?;
+        Ok(!archived.is_empty())
     }
 
     fn launches(&self, r: &Rollout, i: usize, cause: &Incoming) -> Result<Vec<Outgoing>, String> {
@@ -721,6 +839,44 @@ impl RolloutAgent {
         self.settle(Some(&before), r, effects, cause).await
     }
 
+    /// What is already known of a rollout's zones when its request is read: the zones' states
+    /// archived in the projections (what a restart committed past before the request came:
+    /// see [`Early`]), then the reports read here ahead of the request.
+    async fn seed(&mut self, r: &mut Rollout) -> Result<(), String> {
+        let archived = self
+            .projections
+            .zones(r.id())
+            .await
+            .map_err(|e| format!("reading the zones already reported: {e}"))?;
+        for zone in archived {
+            let (Ok(region), Some(ms)) = (RegionName::parse(&zone.region), zone.event_time_ms)
+            else {
+                continue;
+            };
+            if zone.status == "pending" {
+                continue;
+            }
+            let key = format!("{region}/{}", zone.zone);
+            let seen = |status: &str| Seen {
+                region: region.clone(),
+                key: key.clone(),
+                status: status.to_owned(),
+                at: ms * 1000,
+                reason: zone.reason.clone(),
+            };
+            // A zone the deployment left shows its last counts: all healthy, it was healthy.
+            let ended = matches!(zone.status.as_str(), "superseded" | "removed");
+            if ended && zone.desired.is_some_and(|d| d > 0) && zone.healthy >= zone.desired {
+                seen("healthy").apply(r);
+            }
+            seen(&zone.status).apply(r);
+        }
+        for seen in self.early.take(r.id()) {
+            seen.apply(r);
+        }
+        Ok(())
+    }
+
     async fn on_request(&mut self, incoming: &Incoming) -> Result<Vec<Outgoing>, String> {
         let t = Self::event_type(incoming);
         if t.starts_with(b"RolloutCommand.") {
@@ -771,6 +927,7 @@ impl RolloutAgent {
                     .header(HEADER_TRACEPARENT)
                     .map(|v| String::from_utf8_lossy(v).into_owned());
                 if let Some((mut r, effect)) = begin(&request, traceparent) {
+                    self.seed(&mut r).await?;
                     let mut effects: Vec<Effect> = effect.into_iter().collect();
                     effects.extend(evaluate(&mut r, now_us()));
                     out.extend(self.settle(None, r, effects, incoming).await?);
@@ -840,21 +997,24 @@ impl RolloutAgent {
             return Ok(Vec::new());
         };
         let s = &change.payload;
-        if !self.rollouts.contains_key(&s.deployment_id) {
-            return Ok(Vec::new());
-        }
         let status = if change.kind == Kind::Deleted {
             "gone"
         } else {
             s.status.as_str()
         };
-        let (key, at, reason) = (
-            zone_key(&s.region, &s.zone),
-            change.time_us,
-            s.reason.clone(),
-        );
+        let seen = Seen {
+            region: s.region.clone(),
+            key: zone_key(&s.region, &s.zone),
+            status: status.to_owned(),
+            at: change.time_us,
+            reason: s.reason.clone(),
+        };
+        if !self.rollouts.contains_key(&s.deployment_id) {
+            self.early.hold(s.deployment_id, seen);
+            return Ok(Vec::new());
+        }
         self.step(s.deployment_id, incoming, |r| {
-            observe(r, key, status, at, reason);
+            seen.apply(r);
             Vec::new()
         })
         .await
@@ -871,12 +1031,9 @@ impl RolloutAgent {
             return Ok(Vec::new());
         };
         let d = &done.payload;
-        if !self.rollouts.contains_key(&d.deployment_id) {
-            return Ok(Vec::new());
-        }
         let region = d.region.clone();
         // Failures fail a wave; removals are announced.
-        let seen: Vec<(String, &str, i64, Option<String>)> = d
+        let seen: Vec<Seen> = d
             .zones
             .iter()
             .filter_map(|z| match z {
@@ -884,27 +1041,35 @@ impl RolloutAgent {
                     zone,
                     reason,
                     time_us,
-                } => Some((
-                    zone_key(&region, zone),
-                    "failed",
-                    (*time_us).max(done.time_us),
-                    Some(reason.clone()),
-                )),
-                ZoneOutcome::Removed { zone, time_us, .. } => {
-                    Some((zone_key(&region, zone), "removed", *time_us, None))
-                }
+                } => Some(Seen {
+                    region: region.clone(),
+                    key: zone_key(&region, zone),
+                    status: "failed".into(),
+                    at: (*time_us).max(done.time_us),
+                    reason: Some(reason.clone()),
+                }),
+                ZoneOutcome::Removed { zone, time_us, .. } => Some(Seen {
+                    region: region.clone(),
+                    key: zone_key(&region, zone),
+                    status: "removed".into(),
+                    at: *time_us,
+                    reason: None,
+                }),
                 _ => None,
             })
             .collect();
         if seen.is_empty() {
             return Ok(Vec::new());
         }
+        if !self.rollouts.contains_key(&d.deployment_id) {
+            for seen in seen {
+                self.early.hold(d.deployment_id, seen);
+            }
+            return Ok(Vec::new());
+        }
         self.step(d.deployment_id, incoming, |r| {
-            for (key, status, at, reason) in seen {
-                if status == "removed" && !r.removed.contains(&region) {
-                    r.removed.push(region.clone());
-                }
-                observe(r, key, status, at, reason);
+            for seen in seen {
+                seen.apply(r);
             }
             Vec::new()
         })
@@ -1005,14 +1170,6 @@ impl Agent for RolloutAgent {
             })
             .map(Rollout::id)
             .collect();
-        let deployed = rollouts
-            .values()
-            .flat_map(|r| {
-                r.announced
-                    .iter()
-                    .map(|region| (r.request.spec.app.to_string(), region.clone()))
-            })
-            .collect();
         tracing::info!(rollouts = rollouts.len(), "rollouts rebuilt");
         Ok(Self {
             central: ctx.region.name.clone(),
@@ -1021,9 +1178,9 @@ impl Agent for RolloutAgent {
             requests_topic: TopicName::local(&catalog::DEPLOYMENT_REQUESTS.base()),
             projections,
             requests,
-            deployed,
             cdevents: TopicName::local(&catalog::CDEVENTS.base()),
             resend,
+            early: Early::default(),
         })
     }
 
@@ -1281,5 +1438,63 @@ mod tests {
             None
         ));
         assert_eq!(r.zones["test-us-east-1/a"].status, "healthy");
+    }
+
+    fn seen(zone: &str, status: &str, at: i64) -> Seen {
+        let (region, _) = zone.split_once('/').unwrap();
+        Seen {
+            region: RegionName::parse(region).unwrap(),
+            key: zone.into(),
+            status: status.into(),
+            at,
+            reason: None,
+        }
+    }
+
+    /// Two zones of one region, each healthy and then replaced by a later deployment, read in
+    /// an order where they are never healthy together: the region was healthy all the same.
+    #[test]
+    fn a_region_seen_healthy_stays_reached_whatever_came_after() {
+        let mut request = request(OnFailure::Pause);
+        request.payload.strategy = None;
+        request.payload.targets.truncate(1);
+        request.payload.targets[0]
+            .zones
+            .push(ZoneName::parse("b").unwrap());
+        let (mut r, _) = begin(&request, None).unwrap();
+        seen("test-us-east-1/a", "healthy", 3 * S).apply(&mut r);
+        seen("test-us-east-1/a", "gone", 9 * S).apply(&mut r);
+        assert!(reached_healthy(&r).is_empty(), "zone b not yet");
+        seen("test-us-east-1/b", "healthy", 4 * S).apply(&mut r);
+        seen("test-us-east-1/b", "gone", 9 * S).apply(&mut r);
+        assert_eq!(reached_healthy(&r), vec![(region("test-us-east-1"), 4 * S)]);
+
+        // A zone that stops being healthy while running the deployment no longer counts.
+        let (mut r, _) = begin(&request, None).unwrap();
+        seen("test-us-east-1/a", "healthy", 3 * S).apply(&mut r);
+        seen("test-us-east-1/a", "degraded", 5 * S).apply(&mut r);
+        seen("test-us-east-1/b", "healthy", 6 * S).apply(&mut r);
+        assert!(reached_healthy(&r).is_empty());
+        seen("test-us-east-1/a", "healthy", 7 * S).apply(&mut r);
+        assert_eq!(reached_healthy(&r), vec![(region("test-us-east-1"), 7 * S)]);
+    }
+
+    /// Reports read before their deployment's request are held, newest deployments first.
+    #[test]
+    fn early_reports_are_held_until_the_request_and_bounded() {
+        let mut early = Early::default();
+        let first = Uuid::new_v4();
+        early.hold(first, seen("test-us-east-1/a", "healthy", S));
+        for _ in 0..EARLY_DEPLOYMENTS {
+            early.hold(Uuid::new_v4(), seen("test-us-east-1/a", "deploying", S));
+        }
+        assert!(
+            early.take(first).is_empty(),
+            "the oldest deployment was let go"
+        );
+        let kept = *early.order.back().unwrap();
+        assert_eq!(early.take(kept).len(), 1);
+        assert_eq!(early.seen.len(), EARLY_DEPLOYMENTS - 1);
+        assert_eq!(early.order.len(), EARLY_DEPLOYMENTS - 1);
     }
 }

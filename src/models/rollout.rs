@@ -212,6 +212,12 @@ pub struct Rollout {
     /// once each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub announced: Vec<RegionName>,
+    /// Each zone (`<region>/<zone>`) seen healthy with this deployment, since when (µs). Kept
+    /// when the deployment later leaves the zone (replaced, removed), dropped when the zone stops
+    /// being healthy while running it: a region all of whose zones are here was healthy, however
+    /// late its reports were read (see the RolloutAgent's announcements).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub healthy_zones: BTreeMap<String, i64>,
     /// The regions that removed the app while this deployment ran there, and those whose
     /// `service.removed` was published.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
