@@ -302,9 +302,9 @@ pub struct NodeConfig {
     #[serde(default = "NodeConfig::default_sink_window")]
     pub sink_window: usize,
     /// Whether agents reading their region's own topics or a foreign cluster share one consumer
-    /// per agent kind and cluster (lanes per region). Off by default until a stall seen once in
-    /// the suite is understood: each agent then reads with a consumer of its own.
-    #[serde(default)]
+    /// per agent kind and cluster (lanes per region); off: each agent reads with a consumer of
+    /// its own.
+    #[serde(default = "NodeConfig::default_shared_consumers")]
     pub shared_consumers: bool,
 }
 
@@ -318,6 +318,9 @@ impl NodeConfig {
     fn default_sink_window() -> usize {
         32
     }
+    fn default_shared_consumers() -> bool {
+        true
+    }
 }
 
 impl Default for NodeConfig {
@@ -328,7 +331,7 @@ impl Default for NodeConfig {
             shutdown_timeout_secs: Self::default_shutdown_timeout_secs(),
             worker_threads: None,
             sink_window: Self::default_sink_window(),
-            shared_consumers: false,
+            shared_consumers: Self::default_shared_consumers(),
         }
     }
 }

@@ -1327,7 +1327,9 @@ async fn regions_on_one_shared_consumer_a_failing_one_stops_alone_and_catches_up
         .await
         .unwrap();
     let (healthy, failing) = (common::unique_region(), common::unique_region());
-    let h = Harness::new("production-us-west-2", &[&healthy, &failing]).await;
+    // A third region's topic does not exist yet when its agent joins (see the end).
+    let late = common::unique_region();
+    let h = Harness::new("production-us-west-2", &[&healthy, &failing, &late]).await;
     let cluster = ClusterName::parse("production-us-west-2").unwrap();
     let admin = h.topology.cluster_admin(&cluster).unwrap();
     let name = |r: &str| RegionName::parse(r).unwrap();
@@ -1377,7 +1379,7 @@ async fn regions_on_one_shared_consumer_a_failing_one_stops_alone_and_catches_up
 
     // Both regions' agents run in one process: one consumer for the two of them.
     *SHARED_FAILING.lock().unwrap() = Some(failing.clone());
-    let supervisors: Vec<_> = [&healthy, &failing]
+    let supervisors: Vec<_> = [&healthy, &failing, &late]
         .iter()
         .map(|r| h.start(r, vec![AgentEntry::of::<SharedSinkAgent>()], fast_backoff()))
         .collect();
@@ -1421,9 +1423,33 @@ async fn regions_on_one_shared_consumer_a_failing_one_stops_alone_and_catches_up
     }
     let mut regions = h.registry.sources.regions(&group);
     regions.sort();
-    let mut both = vec![healthy.clone(), failing.clone()];
-    both.sort();
-    assert_eq!(regions, both, "both regions read through the one consumer");
+    let mut all = vec![healthy.clone(), failing.clone(), late.clone()];
+    all.sort();
+    assert_eq!(regions, all, "every region reads through the one consumer");
+
+    // A region whose topic is created only after its agent joined (a region's topics appear
+    // with its first record), with the others: its records arrive once the consumer's metadata
+    // shows the topic.
+    common::eventually(30, "the late region joined", || {
+        h.registry.sources.regions(&group).contains(&late)
+    })
+    .await;
+    clients::create_topics(
+        &admin,
+        &h.topology.config().kafka,
+        &[(shared_topic(&name(&late)), &catalog::INSTANCE_STATE_CHANGE)],
+    )
+    .await
+    .unwrap();
+    send(late.clone(), 1..=20).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while writes(late.clone()).await.len() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late region's records never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for supervisor in supervisors {
         supervisor.send(Shutdown).await.unwrap();
     }
@@ -1436,6 +1462,11 @@ async fn regions_on_one_shared_consumer_a_failing_one_stops_alone_and_catches_up
     assert_eq!(
         writes(failing.clone()).await,
         expected(100),
+        "each written once"
+    );
+    assert_eq!(
+        writes(late.clone()).await,
+        expected(20),
         "each written once"
     );
     session

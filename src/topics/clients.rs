@@ -521,6 +521,11 @@ pub fn consumer_config(cluster: &ClusterConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
+        // A topic subscribed before it exists (a region's topic, created when its first record
+        // is produced) is assigned once the consumer's metadata shows it: refreshed every 10 s,
+        // not librdkafka's 5 min. (Seen: a shared consumer whose lane subscribed first got no
+        // record of it for minutes.)
+        .set("topic.metadata.refresh.interval.ms", "10000")
         .set("statistics.interval.ms", "5000");
     config
 }
