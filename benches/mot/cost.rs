@@ -222,7 +222,9 @@ pub async fn run(env: &Env) -> Section {
         &format!(
             "`mot run` with the persistence role only, serving generated topologies of {sizes:?} \
              regions (every region on the bench's regional cluster, routed to its central cluster): \
-             per region three archival agents and three localizers, each its own consumer. Measured \
+             per region three archival agents and three localizers, each its own actor; with \
+             `node.shared_consumers` (the default) each kind of archival agent reads every region \
+             through one consumer, and the localizers one per source cluster. Measured \
              once the process is ready (`/readyz`: every agent running) and settled: threads and \
              resident memory (/proc), CPU (user + system, % of one core) over {} windows at idle and \
              while {EVENT_RATE} instance updates per second arrive spread over the regions, and \
